@@ -1,0 +1,154 @@
+//! The seam between the registrar and AWS.
+//!
+//! [`Ecs`] and [`LoadBalancing`] name the few calls the registrar makes, in the registrar's own
+//! types. `ecs.rs` and `elbv2.rs` implement them on the SDK clients; tests can put a fake behind
+//! the same traits. Errors cross the seam as [`ApiError`], which keeps the service's error code
+//! so that callers can tell "not registered" from a real failure without SDK types.
+
+mod ecs;
+mod elbv2;
+
+use std::future::Future;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+use crate::decision::Target;
+use crate::task::Task;
+
+/// Attempts per AWS call, the first included. ELBv2 throttles per account and region, so a
+/// burst of task starts needs more than the SDK default of three.
+pub const MAX_ATTEMPTS: u32 = 5;
+/// Time allowed for one attempt of one call.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time allowed for one call, retries and backoff included.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// An error returned by an AWS call, reduced to what the registrar reports and classifies.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// The service's error code, such as `TargetGroupNotFound` or `Throttling`; `None` for
+    /// transport failures and time-outs.
+    pub code: Option<String>,
+    /// The code and message, or the transport failure with its causes.
+    pub message: String,
+}
+
+impl ApiError {
+    /// Builds an error from a service error code and message.
+    pub fn service(code: &str, message: &str) -> Self {
+        ApiError {
+            code: Some(code.to_owned()),
+            message: format!("{code}: {message}"),
+        }
+    }
+
+    /// Whether the service returned this error code.
+    pub fn is(&self, code: &str) -> bool {
+        self.code.as_deref() == Some(code)
+    }
+}
+
+/// What DescribeTasks returned for one task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskLookup {
+    /// ECS knows the task; this is its current state.
+    Found(Box<Task>),
+    /// ECS does not know the task (never existed, or stopped more than about an hour ago).
+    Missing {
+        /// The failure reason ECS gave, such as MISSING, or a note that it gave none.
+        reason: String,
+    },
+}
+
+/// The ECS calls the registrar makes.
+pub trait Ecs: Send + Sync {
+    /// Describes one task in `cluster` (DescribeTasks).
+    fn describe_task(
+        &self,
+        cluster: &str,
+        task_arn: &str,
+    ) -> impl Future<Output = Result<TaskLookup, ApiError>> + Send;
+
+    /// Returns the EC2 instance id behind a container instance (DescribeContainerInstances),
+    /// or `None` when ECS lists no instance id, as for ECS Anywhere instances.
+    fn ec2_instance_id(
+        &self,
+        cluster: &str,
+        container_instance_arn: &str,
+    ) -> impl Future<Output = Result<Option<String>, ApiError>> + Send;
+}
+
+/// The Elastic Load Balancing v2 calls the registrar makes.
+pub trait LoadBalancing: Send + Sync {
+    /// Registers targets in a target group (RegisterTargets, idempotent).
+    fn register_targets(
+        &self,
+        target_group_arn: &str,
+        targets: &[Target],
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+
+    /// Deregisters targets from a target group (DeregisterTargets). Each target carries its
+    /// exact port, because a target registered on another port than the group's default is
+    /// otherwise left in place.
+    fn deregister_targets(
+        &self,
+        target_group_arn: &str,
+        targets: &[Target],
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+
+    /// Looks up a target group's ARN by name (DescribeTargetGroups); `None` when there is no
+    /// such group.
+    fn target_group_arn(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<String>, ApiError>> + Send;
+}
+
+/// Loads the shared SDK configuration: the default credential and region chain, with retries
+/// and time-outs set explicitly rather than left to SDK defaults.
+///
+/// `endpoint_url` sends every call to that address instead of AWS (the local emulator);
+/// `AWS_ENDPOINT_URL` in the environment does the same. `region` overrides the region chain.
+pub async fn load_sdk_config(endpoint_url: Option<&str>, region: Option<&str>) -> SdkConfig {
+    let retry = RetryConfig::standard()
+        .with_max_attempts(MAX_ATTEMPTS)
+        .with_initial_backoff(Duration::from_millis(200))
+        .with_max_backoff(Duration::from_secs(5));
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(retry)
+        .timeout_config(timeouts);
+    if let Some(url) = endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    if let Some(region) = region {
+        loader = loader.region(Region::new(region.to_owned()));
+    }
+    loader.load().await
+}
+
+/// Converts an SDK error, keeping the service's code when there is one.
+// Every SDK crate re-exports the same smithy error types, so the ECS crate's paths serve for
+// ELBv2 errors too.
+fn api_error<E, R>(err: SdkError<E, R>) -> ApiError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match (err.code(), err.message()) {
+        (Some(code), message) => ApiError::service(code, message.unwrap_or("no message")),
+        (None, _) => ApiError {
+            code: None,
+            message: DisplayErrorContext(&err).to_string(),
+        },
+    }
+}

@@ -1,0 +1,738 @@
+//! The service mapping: which tasks go into which target groups, on which port.
+//!
+//! The mapping is a JSON document read once at start-up, from the `REGISTRAR_CONFIG`
+//! environment variable or from the file named by `REGISTRAR_CONFIG_FILE`. It is validated in
+//! full before the function takes its first event, and every problem is reported with the key
+//! path and the bad value, so a broken deployment fails its init phase instead of an invocation.
+//!
+//! ```json
+//! {
+//!   "services": [
+//!     {
+//!       "name": "auth",
+//!       "cluster": "authapi-cluster",
+//!       "family": "auth",
+//!       "container": "auth",
+//!       "containerPort": 8080,
+//!       "targetGroups": ["unified-auth-tg"]
+//!     }
+//!   ]
+//! }
+//! ```
+//!
+//! A task may match several entries: give a second entry (with its own name) for a second
+//! container, port or set of target groups.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use crate::task::{Arn, Task, cluster_name};
+
+/// Environment variable holding the mapping as a JSON document.
+pub const CONFIG_ENV: &str = "REGISTRAR_CONFIG";
+/// Environment variable holding the path of a file with the mapping.
+pub const CONFIG_FILE_ENV: &str = "REGISTRAR_CONFIG_FILE";
+
+const TOP_LEVEL_KEYS: &[&str] = &["services"];
+const SERVICE_KEYS: &[&str] = &[
+    "name",
+    "cluster",
+    "family",
+    "group",
+    "container",
+    "containerPort",
+    "targetGroups",
+];
+
+/// The validated service mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The mapped services, in document order.
+    pub services: Vec<ServiceMapping>,
+}
+
+/// One entry of the mapping: tasks it recognises and where their container port goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceMapping {
+    /// A unique name, used in logs and summaries.
+    pub name: String,
+    /// The cluster the tasks run in.
+    pub cluster: ClusterRef,
+    /// Task definition family the task must belong to, when set.
+    pub family: Option<String>,
+    /// Exact task group (`service:NAME`, `family:NAME` or custom) the task must have, when set.
+    pub group: Option<String>,
+    /// The container whose port is registered.
+    pub container: String,
+    /// The port the container listens on.
+    pub container_port: u16,
+    /// The target groups the task's address is registered in.
+    pub target_groups: Vec<TargetGroupRef>,
+}
+
+/// A cluster given by name or by ARN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterRef {
+    /// A bare cluster name, matched in the function's own region.
+    Name(String),
+    /// A full cluster ARN, matched exactly.
+    Arn(String),
+}
+
+/// A target group given by name or by ARN.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TargetGroupRef {
+    /// A target group name, looked up once with DescribeTargetGroups.
+    Name(String),
+    /// A target group ARN, used as it is.
+    Arn(String),
+}
+
+impl fmt::Display for TargetGroupRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetGroupRef::Name(name) => f.write_str(name),
+            TargetGroupRef::Arn(arn) => f.write_str(arn),
+        }
+    }
+}
+
+impl ClusterRef {
+    /// Returns the value to pass to ECS calls as `cluster`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ClusterRef::Name(name) | ClusterRef::Arn(name) => name,
+        }
+    }
+
+    /// Whether a task's cluster ARN is this cluster. A name matches only in `region` (the
+    /// function's region, when known), so that an event from another region is not taken for
+    /// a cluster of the same name here.
+    pub fn matches(&self, cluster_arn: &str, region: Option<&str>) -> bool {
+        match self {
+            ClusterRef::Arn(arn) => arn == cluster_arn,
+            ClusterRef::Name(name) => {
+                let Some(arn) = Arn::parse(cluster_arn) else {
+                    return false;
+                };
+                cluster_name(cluster_arn) == name
+                    && region.is_none_or(|region| arn.region == region)
+            }
+        }
+    }
+}
+
+impl ServiceMapping {
+    /// Whether a task belongs to this entry: same cluster, and the family and group match
+    /// where they are set.
+    pub fn matches(&self, task: &Task, region: Option<&str>) -> bool {
+        self.cluster.matches(&task.cluster_arn, region)
+            && self
+                .family
+                .as_deref()
+                .is_none_or(|family| task.family() == Some(family))
+            && self
+                .group
+                .as_deref()
+                .is_none_or(|group| task.group.as_deref() == Some(group))
+    }
+}
+
+impl Config {
+    /// Returns the entries a task matches, in document order.
+    pub fn matching<'a>(&'a self, task: &Task, region: Option<&str>) -> Vec<&'a ServiceMapping> {
+        self.services
+            .iter()
+            .filter(|service| service.matches(task, region))
+            .collect()
+    }
+
+    /// Reads the mapping from the environment through `lookup`: `REGISTRAR_CONFIG` holds the
+    /// document, or `REGISTRAR_CONFIG_FILE` names a file with it.
+    ///
+    /// # Errors
+    ///
+    /// When neither or both variables are set, the file cannot be read, or the document is
+    /// invalid.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let inline = lookup(CONFIG_ENV).filter(|value| !value.trim().is_empty());
+        let file = lookup(CONFIG_FILE_ENV).filter(|value| !value.trim().is_empty());
+        match (inline, file) {
+            (Some(document), None) => Self::from_json(&document),
+            (None, Some(path)) => Self::from_file(&path),
+            (Some(_), Some(_)) => Err(ConfigError::single(format!(
+                "both {CONFIG_ENV} and {CONFIG_FILE_ENV} are set; set only one of them"
+            ))),
+            (None, None) => Err(ConfigError::single(format!(
+                "no service mapping: set {CONFIG_ENV} to the JSON document or \
+                 {CONFIG_FILE_ENV} to the path of a file holding it"
+            ))),
+        }
+    }
+
+    /// Reads the mapping from the process environment.
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::from_lookup`].
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the mapping from a JSON file.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be read or its document is invalid.
+    pub fn from_file(path: &str) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            ConfigError::single(format!("cannot read service mapping file {path:?}: {err}"))
+        })?;
+        Self::from_json(&text)
+    }
+
+    /// Parses and validates a mapping document.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] listing every problem found, each with its key path and value.
+    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+        let document: Value = serde_json::from_str(text).map_err(|err| {
+            ConfigError::single(format!("service mapping is not valid JSON: {err}"))
+        })?;
+        Self::from_value(&document)
+    }
+
+    /// Validates a mapping document that is already parsed as JSON.
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::from_json`].
+    pub fn from_value(document: &Value) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+        let Some(top) = document.as_object() else {
+            return Err(ConfigError::single(format!(
+                "service mapping must be a JSON object with a \"services\" list, got {document}"
+            )));
+        };
+        unknown_keys(top, TOP_LEVEL_KEYS, "", &mut problems);
+
+        let services = match top.get("services") {
+            Some(Value::Array(entries)) if !entries.is_empty() => entries,
+            Some(Value::Array(_)) => {
+                problems.push("services: the list is empty; map at least one service".into());
+                return Err(ConfigError { problems });
+            }
+            Some(other) => {
+                problems.push(format!(
+                    "services: expected a list of services, got {other}"
+                ));
+                return Err(ConfigError { problems });
+            }
+            None => {
+                problems.push("services: missing; add a list of services".into());
+                return Err(ConfigError { problems });
+            }
+        };
+
+        let mut mappings = Vec::new();
+        let mut names = HashSet::new();
+        for (index, entry) in services.iter().enumerate() {
+            let path = format!("services[{index}]");
+            if let Some(mapping) = parse_service(entry, &path, &mut problems) {
+                if !names.insert(mapping.name.clone()) {
+                    problems.push(format!(
+                        "{path}.name: {:?} is used by an earlier service; names must be unique",
+                        mapping.name
+                    ));
+                }
+                mappings.push(mapping);
+            }
+        }
+
+        if problems.is_empty() {
+            Ok(Config { services: mappings })
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+}
+
+/// Every problem found in a service mapping, one message each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// One message per problem, each naming the key path and the value.
+    pub problems: Vec<String>,
+}
+
+impl ConfigError {
+    fn single(problem: String) -> Self {
+        ConfigError {
+            problems: vec![problem],
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.problems.as_slice() {
+            [one] => write!(f, "invalid service mapping: {one}"),
+            many => {
+                write!(f, "invalid service mapping ({} problems):", many.len())?;
+                for problem in many {
+                    write!(f, "\n  - {problem}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn unknown_keys(
+    object: &Map<String, Value>,
+    known: &[&str],
+    path: &str,
+    problems: &mut Vec<String>,
+) {
+    for key in object.keys() {
+        if !known.contains(&key.as_str()) {
+            let at = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            problems.push(format!(
+                "{at}: unknown key; expected one of {}",
+                known.join(", ")
+            ));
+        }
+    }
+}
+
+fn parse_service(entry: &Value, path: &str, problems: &mut Vec<String>) -> Option<ServiceMapping> {
+    let Some(object) = entry.as_object() else {
+        problems.push(format!("{path}: expected an object, got {entry}"));
+        return None;
+    };
+    unknown_keys(object, SERVICE_KEYS, path, problems);
+    let before = problems.len();
+
+    let name = required_string(object, "name", path, problems);
+    if let Some(name) = &name {
+        let valid = name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
+            problems.push(format!(
+                "{path}.name: {name:?} may only contain letters, digits, '-' and '_'"
+            ));
+        }
+    }
+    let cluster = required_string(object, "cluster", path, problems)
+        .and_then(|value| parse_cluster(&value, &format!("{path}.cluster"), problems));
+    let family = optional_string(object, "family", path, problems);
+    if let Some(family) = &family {
+        let valid = family.len() <= 255
+            && family
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
+            problems.push(format!(
+                "{path}.family: {family:?} is not a task definition family (up to 255 letters, \
+                 digits, '-' and '_', without a revision)"
+            ));
+        }
+    }
+    let group = optional_string(object, "group", path, problems);
+    let recognisable = family.is_some() || group.is_some();
+    if !recognisable && !object.contains_key("family") && !object.contains_key("group") {
+        problems.push(format!(
+            "{path}: set \"family\", \"group\" or both, so that the service's tasks can be recognised"
+        ));
+    }
+    let container = required_string(object, "container", path, problems);
+    let container_port = parse_port(object.get("containerPort"), path, problems);
+    let target_groups = parse_target_groups(object.get("targetGroups"), path, problems);
+
+    if problems.len() > before {
+        return None;
+    }
+    Some(ServiceMapping {
+        name: name?,
+        cluster: cluster?,
+        family,
+        group,
+        container: container?,
+        container_port: container_port?,
+        target_groups: target_groups?,
+    })
+}
+
+fn required_string(
+    object: &Map<String, Value>,
+    key: &str,
+    path: &str,
+    problems: &mut Vec<String>,
+) -> Option<String> {
+    match object.get(key) {
+        None => {
+            problems.push(format!("{path}.{key}: missing"));
+            None
+        }
+        Some(value) => string_value(value, key, path, problems),
+    }
+}
+
+fn optional_string(
+    object: &Map<String, Value>,
+    key: &str,
+    path: &str,
+    problems: &mut Vec<String>,
+) -> Option<String> {
+    object
+        .get(key)
+        .and_then(|value| string_value(value, key, path, problems))
+}
+
+fn string_value(
+    value: &Value,
+    key: &str,
+    path: &str,
+    problems: &mut Vec<String>,
+) -> Option<String> {
+    match value.as_str() {
+        Some(text) if !text.trim().is_empty() => Some(text.to_owned()),
+        Some(_) => {
+            problems.push(format!("{path}.{key}: must not be empty"));
+            None
+        }
+        None => {
+            problems.push(format!("{path}.{key}: expected a string, got {value}"));
+            None
+        }
+    }
+}
+
+fn parse_cluster(value: &str, path: &str, problems: &mut Vec<String>) -> Option<ClusterRef> {
+    if value.starts_with("arn:") {
+        let valid = Arn::parse(value).is_some_and(|arn| {
+            arn.service == "ecs"
+                && !arn.region.is_empty()
+                && is_account(arn.account)
+                && arn
+                    .resource
+                    .strip_prefix("cluster/")
+                    .is_some_and(is_cluster_name)
+        });
+        if valid {
+            return Some(ClusterRef::Arn(value.to_owned()));
+        }
+        problems.push(format!(
+            "{path}: {value:?} is not a cluster ARN \
+             (arn:aws:ecs:REGION:ACCOUNT:cluster/NAME); give the ARN or the bare name"
+        ));
+        return None;
+    }
+    if is_cluster_name(value) {
+        Some(ClusterRef::Name(value.to_owned()))
+    } else {
+        problems.push(format!(
+            "{path}: {value:?} is not a cluster name (up to 255 letters, digits, '-' and '_')"
+        ));
+        None
+    }
+}
+
+fn is_cluster_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn is_account(account: &str) -> bool {
+    account.len() == 12 && account.chars().all(|c| c.is_ascii_digit())
+}
+
+fn parse_port(value: Option<&Value>, path: &str, problems: &mut Vec<String>) -> Option<u16> {
+    let key = format!("{path}.containerPort");
+    let Some(value) = value else {
+        problems.push(format!("{key}: missing"));
+        return None;
+    };
+    match value.as_i64() {
+        Some(port) if (1..=65535).contains(&port) => u16::try_from(port).ok(),
+        Some(port) => {
+            problems.push(format!(
+                "{key}: {port} is out of range; use a port from 1 to 65535"
+            ));
+            None
+        }
+        None => {
+            problems.push(format!(
+                "{key}: expected a whole number from 1 to 65535, got {value}"
+            ));
+            None
+        }
+    }
+}
+
+fn parse_target_groups(
+    value: Option<&Value>,
+    path: &str,
+    problems: &mut Vec<String>,
+) -> Option<Vec<TargetGroupRef>> {
+    let key = format!("{path}.targetGroups");
+    let entries = match value {
+        Some(Value::Array(entries)) if !entries.is_empty() => entries,
+        Some(Value::Array(_)) => {
+            problems.push(format!(
+                "{key}: the list is empty; name at least one target group"
+            ));
+            return None;
+        }
+        Some(other) => {
+            problems.push(format!(
+                "{key}: expected a list of target group ARNs or names, got {other}"
+            ));
+            return None;
+        }
+        None => {
+            problems.push(format!("{key}: missing"));
+            return None;
+        }
+    };
+    let before = problems.len();
+    let mut groups = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let at = format!("{key}[{index}]");
+        match entry.as_str() {
+            Some(text) => match parse_target_group(text) {
+                Some(group) if groups.contains(&group) => {
+                    problems.push(format!("{at}: {text:?} is listed twice"));
+                }
+                Some(group) => groups.push(group),
+                None => problems.push(format!(
+                    "{at}: {text:?} is neither a target group ARN \
+                     (arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/NAME/ID) nor a \
+                     target group name (1 to 32 letters, digits and '-', not at either end)"
+                )),
+            },
+            None => problems.push(format!("{at}: expected a string, got {entry}")),
+        }
+    }
+    (problems.len() == before).then_some(groups)
+}
+
+fn parse_target_group(text: &str) -> Option<TargetGroupRef> {
+    if text.starts_with("arn:") {
+        let arn = Arn::parse(text)?;
+        let mut resource = arn.resource.splitn(3, '/');
+        let valid = arn.service == "elasticloadbalancing"
+            && !arn.region.is_empty()
+            && is_account(arn.account)
+            && resource.next() == Some("targetgroup")
+            && resource.next().is_some_and(is_target_group_name)
+            && resource
+                .next()
+                .is_some_and(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit()));
+        return valid.then(|| TargetGroupRef::Arn(text.to_owned()));
+    }
+    is_target_group_name(text).then(|| TargetGroupRef::Name(text.to_owned()))
+}
+
+fn is_target_group_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const TG_ARN: &str = "arn:aws:elasticloadbalancing:us-east-2:123456789012:targetgroup/unified-auth-tg/50dc6c495c0c9188";
+
+    fn auth() -> Value {
+        json!({
+            "name": "auth",
+            "cluster": "authapi-cluster",
+            "family": "auth",
+            "container": "auth",
+            "containerPort": 8080,
+            "targetGroups": [TG_ARN, "unified-auth-admin-tg"]
+        })
+    }
+
+    fn errors_of(document: Value) -> Vec<String> {
+        Config::from_value(&document)
+            .expect_err("should be rejected")
+            .problems
+    }
+
+    #[test]
+    fn example_document_parses() {
+        let config = Config::from_value(&json!({"services": [auth()]})).expect("valid");
+        let auth = &config.services[0];
+        assert_eq!(auth.cluster, ClusterRef::Name("authapi-cluster".into()));
+        assert_eq!(auth.container_port, 8080);
+        assert_eq!(auth.target_groups[0], TargetGroupRef::Arn(TG_ARN.into()));
+        assert_eq!(
+            auth.target_groups[1],
+            TargetGroupRef::Name("unified-auth-admin-tg".into())
+        );
+    }
+
+    #[test]
+    fn shipped_example_file_parses() {
+        let path = format!(
+            "{}/config/services.example.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let config = Config::from_file(&path).expect("the documented example must be valid");
+        let names: Vec<_> = config.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["auth", "pdf", "fa", "users", "batch"]);
+        let ports: Vec<_> = config.services.iter().map(|s| s.container_port).collect();
+        assert_eq!(ports, [8080, 9080, 2531, 8080, 8080]);
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let problems = errors_of(json!({
+            "services": [
+                {"name": "a b", "cluster": "arn:aws:ecs:us-east-1:1:cluster/x",
+                 "container": "", "containerPort": 70000, "targetGroups": ["-bad-"], "colour": 1},
+                auth(),
+                auth()
+            ],
+            "extra": true
+        }));
+        let expected = [
+            "extra: unknown key",
+            "services[0].colour: unknown key",
+            "services[0].name: \"a b\"",
+            "services[0].cluster: \"arn:aws:ecs:us-east-1:1:cluster/x\" is not a cluster ARN",
+            "services[0]: set \"family\", \"group\" or both",
+            "services[0].container: must not be empty",
+            "services[0].containerPort: 70000 is out of range",
+            "services[0].targetGroups[0]: \"-bad-\"",
+            "services[2].name: \"auth\" is used by an earlier service",
+        ];
+        for fragment in expected {
+            assert!(
+                problems.iter().any(|p| p.contains(fragment)),
+                "no problem mentions {fragment:?} in {problems:#?}"
+            );
+        }
+        assert_eq!(problems.len(), expected.len(), "{problems:#?}");
+    }
+
+    #[test]
+    fn port_zero_and_text_ports_are_rejected() {
+        let mut zero = auth();
+        zero["containerPort"] = json!(0);
+        assert!(errors_of(json!({"services": [zero]}))[0].contains("0 is out of range"));
+        let mut text = auth();
+        text["containerPort"] = json!("8080");
+        assert!(errors_of(json!({"services": [text]}))[0].contains("expected a whole number"));
+    }
+
+    #[test]
+    fn missing_and_empty_services_are_named() {
+        assert!(errors_of(json!({}))[0].contains("services: missing"));
+        assert!(errors_of(json!({"services": []}))[0].contains("the list is empty"));
+        assert!(errors_of(json!([]))[0].contains("must be a JSON object"));
+    }
+
+    #[test]
+    fn malformed_target_group_arn_is_rejected() {
+        let mut entry = auth();
+        entry["targetGroups"] =
+            json!(["arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/x/1"]);
+        let problems = errors_of(json!({"services": [entry]}));
+        assert!(
+            problems[0].contains("neither a target group ARN"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn duplicate_target_group_is_rejected() {
+        let mut entry = auth();
+        entry["targetGroups"] = json!(["tg-a", "tg-a"]);
+        assert!(errors_of(json!({"services": [entry]}))[0].contains("listed twice"));
+    }
+
+    #[test]
+    fn invalid_json_is_named() {
+        let err = Config::from_json("{services: []").expect_err("invalid");
+        assert!(err.to_string().contains("not valid JSON"), "{err}");
+    }
+
+    #[test]
+    fn lookup_needs_exactly_one_source() {
+        let none = Config::from_lookup(|_| None).expect_err("nothing set");
+        assert!(none.to_string().contains(CONFIG_ENV), "{none}");
+        let both = Config::from_lookup(|_| Some("x".into())).expect_err("both set");
+        assert!(both.to_string().contains("set only one"), "{both}");
+        let document = json!({"services": [auth()]}).to_string();
+        let inline = Config::from_lookup(|name| (name == CONFIG_ENV).then(|| document.clone()));
+        assert!(inline.is_ok(), "{inline:?}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let err = Config::from_file("/nonexistent/mapping.json").expect_err("missing");
+        assert!(
+            err.to_string().contains("/nonexistent/mapping.json"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn cluster_name_matches_only_in_own_region() {
+        let cluster = ClusterRef::Name("web".into());
+        let arn = "arn:aws:ecs:us-east-1:123456789012:cluster/web";
+        assert!(cluster.matches(arn, Some("us-east-1")));
+        assert!(cluster.matches(arn, None));
+        assert!(!cluster.matches(arn, Some("eu-west-1")));
+        assert!(!cluster.matches("arn:aws:ecs:us-east-1:123456789012:cluster/webx", None));
+    }
+
+    #[test]
+    fn cluster_arn_matches_exactly() {
+        let arn = "arn:aws:ecs:us-east-1:123456789012:cluster/web";
+        let cluster = ClusterRef::Arn(arn.into());
+        assert!(cluster.matches(arn, Some("eu-west-1")));
+        assert!(!cluster.matches("arn:aws:ecs:us-east-1:210987654321:cluster/web", None));
+    }
+
+    #[test]
+    fn family_and_group_must_both_match_when_set() {
+        let mut entry = auth();
+        entry["group"] = json!("family:auth");
+        let config = Config::from_value(&json!({"services": [entry]})).expect("valid");
+        let mut task = Task {
+            cluster_arn: "arn:aws:ecs:us-east-2:123456789012:cluster/authapi-cluster".into(),
+            task_definition_arn: Some(
+                "arn:aws:ecs:us-east-2:123456789012:task-definition/auth:7".into(),
+            ),
+            group: Some("family:auth".into()),
+            ..Task::default()
+        };
+        assert_eq!(config.matching(&task, Some("us-east-2")).len(), 1);
+        task.group = Some("service:auth".into());
+        assert!(config.matching(&task, Some("us-east-2")).is_empty());
+        task.group = Some("family:auth".into());
+        task.task_definition_arn =
+            Some("arn:aws:ecs:us-east-2:123456789012:task-definition/authx:7".into());
+        assert!(config.matching(&task, Some("us-east-2")).is_empty());
+    }
+}

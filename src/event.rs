@@ -1,0 +1,437 @@
+//! Parsing of what the function is invoked with.
+//!
+//! The envelope is `aws_lambda_events`' generic [`EventBridgeEvent`]; only the `detail` of an
+//! "ECS Task State Change" from `aws.ecs` is typed here, and only with the fields the registrar
+//! reads. Unknown fields are ignored and every field that ECS leaves out in some events is
+//! optional, so a new ECS release does not break parsing. This module decides nothing.
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::task::{Container, PortBinding, Task};
+
+/// The `source` of events that ECS emits.
+pub const ECS_SOURCE: &str = "aws.ecs";
+/// The `detail-type` of the events the registrar acts on.
+pub const TASK_STATE_CHANGE: &str = "ECS Task State Change";
+
+/// A parsed invocation payload.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Invocation {
+    /// An ECS Task State Change, with its envelope fields that matter for trust checks.
+    TaskStateChange(Box<TaskEvent>),
+    /// A well-formed EventBridge event of another source or detail-type.
+    Other {
+        /// The event's `source`.
+        source: String,
+        /// The event's `detail-type`.
+        detail_type: String,
+    },
+}
+
+/// An ECS Task State Change event, reduced to what the registrar reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskEvent {
+    /// The EventBridge event id, for logs.
+    pub id: Option<String>,
+    /// The account the event claims to come from.
+    pub account: Option<String>,
+    /// The region the event claims to come from.
+    pub region: Option<String>,
+    /// The event's `time`, as sent.
+    pub time: Option<String>,
+    /// The task as the event describes it.
+    pub task: Task,
+}
+
+/// Why a payload could not be read as an EventBridge event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    /// The payload is not an EventBridge event at all.
+    #[error(
+        "payload is not an EventBridge event: {0}; send an EventBridge event or a documented action"
+    )]
+    NotEventBridge(String),
+    /// The envelope is fine but the Task State Change detail is not.
+    #[error("invalid ECS Task State Change detail: {0}")]
+    InvalidDetail(String),
+}
+
+/// Parses an invocation payload.
+///
+/// # Errors
+///
+/// [`PayloadError::NotEventBridge`] when the envelope lacks a required field (`detail-type`,
+/// `source`, `detail`) or has one of the wrong type, and [`PayloadError::InvalidDetail`] when a
+/// Task State Change detail lacks a field the registrar needs. The message names the field.
+pub fn parse(payload: &Value) -> Result<Invocation, PayloadError> {
+    if !payload.is_object() {
+        return Err(PayloadError::NotEventBridge(format!(
+            "expected a JSON object, got {}",
+            json_kind(payload)
+        )));
+    }
+    let envelope = EventBridgeEvent::<Value>::deserialize(payload)
+        .map_err(|err| PayloadError::NotEventBridge(err.to_string()))?;
+
+    if envelope.source != ECS_SOURCE || envelope.detail_type != TASK_STATE_CHANGE {
+        return Ok(Invocation::Other {
+            source: envelope.source,
+            detail_type: envelope.detail_type,
+        });
+    }
+
+    let detail = TaskDetail::deserialize(&envelope.detail)
+        .map_err(|err| PayloadError::InvalidDetail(err.to_string()))?;
+    let time = envelope.time.map(|time| time.to_rfc3339());
+    Ok(Invocation::TaskStateChange(Box::new(TaskEvent {
+        id: envelope.id,
+        account: envelope.account,
+        region: envelope.region,
+        time,
+        task: detail.into_task(),
+    })))
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The `detail` of an ECS Task State Change, as far as the registrar reads it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TaskDetail {
+    task_arn: String,
+    cluster_arn: String,
+    last_status: String,
+    desired_status: String,
+    #[serde(default)]
+    version: Option<i64>,
+    #[serde(default)]
+    task_definition_arn: Option<String>,
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    launch_type: Option<String>,
+    #[serde(default)]
+    container_instance_arn: Option<String>,
+    #[serde(default)]
+    stop_code: Option<String>,
+    #[serde(default)]
+    stopped_reason: Option<String>,
+    #[serde(default)]
+    updated_at: Option<String>,
+    #[serde(default)]
+    attachments: Option<Vec<Attachment>>,
+    #[serde(default)]
+    containers: Option<Vec<ContainerDetail>>,
+}
+
+/// One entry of `detail.attachments`; `details` is a list of name/value pairs, not a map.
+#[derive(Debug, Deserialize)]
+struct Attachment {
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    details: Option<Vec<NameValue>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NameValue {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    value: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerDetail {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    network_bindings: Option<Vec<NetworkBinding>>,
+    #[serde(default)]
+    network_interfaces: Option<Vec<NetworkInterface>>,
+}
+
+/// A bridge or host mode port mapping. Ports are read as wide integers so that a value out of
+/// the port range drops the binding instead of failing the whole event.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NetworkBinding {
+    #[serde(default)]
+    container_port: Option<i64>,
+    #[serde(default)]
+    host_port: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NetworkInterface {
+    #[serde(default)]
+    private_ipv4_address: Option<String>,
+}
+
+impl TaskDetail {
+    fn into_task(self) -> Task {
+        let eni_ipv4 = self
+            .attachments
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .filter(|attachment| is_eni_attachment(attachment.kind.as_deref()))
+            .find_map(|attachment| {
+                detail_value(
+                    attachment.details.as_deref().unwrap_or_default(),
+                    "privateIPv4Address",
+                )
+            });
+        let containers = self
+            .containers
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(ContainerDetail::into_container)
+            .collect();
+        Task {
+            task_arn: self.task_arn,
+            cluster_arn: self.cluster_arn,
+            last_status: self.last_status,
+            desired_status: self.desired_status,
+            version: self.version,
+            task_definition_arn: self.task_definition_arn,
+            group: self.group,
+            launch_type: self.launch_type,
+            container_instance_arn: self.container_instance_arn,
+            stop_code: self.stop_code,
+            stopped_reason: self.stopped_reason,
+            updated_at: self.updated_at,
+            eni_ipv4,
+            containers,
+        }
+    }
+}
+
+impl ContainerDetail {
+    fn into_container(self) -> Option<Container> {
+        let name = self.name?;
+        let bindings = self
+            .network_bindings
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|binding| {
+                let container_port = u16::try_from(binding.container_port?).ok()?;
+                let host_port = u16::try_from(binding.host_port?).ok()?;
+                Some(PortBinding {
+                    container_port,
+                    host_port,
+                })
+            })
+            .collect();
+        let ipv4 = self
+            .network_interfaces
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|interface| interface.private_ipv4_address.filter(|ip| !ip.is_empty()));
+        Some(Container {
+            name,
+            ipv4,
+            bindings,
+        })
+    }
+}
+
+/// Whether an attachment type names the task's network interface. Events say `eni`; the
+/// DescribeTasks API says `ElasticNetworkInterface`.
+pub fn is_eni_attachment(kind: Option<&str>) -> bool {
+    matches!(kind, Some(kind) if kind.eq_ignore_ascii_case("eni") || kind == "ElasticNetworkInterface")
+}
+
+fn detail_value(details: &[NameValue], wanted: &str) -> Option<String> {
+    details
+        .iter()
+        .find(|pair| pair.name.as_deref() == Some(wanted))
+        .and_then(|pair| pair.value.clone())
+        .filter(|value| !value.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fixture(name: &str) -> Value {
+        let path = format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{path}: {err}"));
+        serde_json::from_str(&text).unwrap_or_else(|err| panic!("{path}: {err}"))
+    }
+
+    fn task_event(name: &str) -> TaskEvent {
+        match parse(&fixture(name)) {
+            Ok(Invocation::TaskStateChange(event)) => *event,
+            other => panic!("{name}: expected a task state change, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn running_fargate_event_reads_eni_address() {
+        let event = task_event("fargate-running.json");
+        assert_eq!(event.task.last_status, "RUNNING");
+        assert_eq!(event.task.desired_status, "RUNNING");
+        assert_eq!(event.task.eni_ipv4.as_deref(), Some("10.0.0.139"));
+        assert_eq!(event.task.version, Some(4));
+        assert_eq!(event.task.containers[0].name, "FargateApp");
+        assert_eq!(event.region.as_deref(), Some("us-west-2"));
+    }
+
+    #[test]
+    fn provisioning_event_has_no_address() {
+        let event = task_event("fargate-provisioning.json");
+        assert_eq!(event.task.last_status, "PROVISIONING");
+        assert_eq!(event.task.eni_ipv4, None);
+    }
+
+    #[test]
+    fn stopped_event_keeps_deleted_eni_address() {
+        let event = task_event("fargate-stopped.json");
+        assert_eq!(event.task.desired_status, "STOPPED");
+        assert_eq!(event.task.eni_ipv4.as_deref(), Some("172.31.82.109"));
+        assert_eq!(
+            event.task.stop_code.as_deref(),
+            Some("ServiceSchedulerInitiated")
+        );
+    }
+
+    #[test]
+    fn bridge_event_reads_port_bindings() {
+        let event = task_event("external-bridge-running.json");
+        assert_eq!(event.task.eni_ipv4, None);
+        let nginx = &event.task.containers[0];
+        assert_eq!(nginx.bindings.len(), 2);
+        assert_eq!(nginx.bindings[0].container_port, 80);
+        assert_eq!(nginx.bindings[0].host_port, 49153);
+        assert!(event.task.container_instance_arn.is_some());
+    }
+
+    #[test]
+    fn old_event_without_optional_fields_parses() {
+        let event = task_event("ec2-running-no-attachments.json");
+        assert_eq!(event.task.launch_type, None);
+        assert_eq!(event.task.eni_ipv4, None);
+        assert_eq!(event.task.group.as_deref(), Some("task-group"));
+    }
+
+    #[test]
+    fn other_detail_types_are_not_task_events() {
+        for name in [
+            "container-instance-state-change.json",
+            "service-action.json",
+        ] {
+            let parsed = parse(&fixture(name));
+            assert!(
+                matches!(parsed, Ok(Invocation::Other { .. })),
+                "{name}: {parsed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn long_eni_type_name_is_accepted() {
+        let mut payload = fixture("fargate-running.json");
+        payload["detail"]["attachments"][0]["type"] = json!("ElasticNetworkInterface");
+        let Ok(Invocation::TaskStateChange(event)) = parse(&payload) else {
+            panic!("not parsed");
+        };
+        assert_eq!(event.task.eni_ipv4.as_deref(), Some("10.0.0.139"));
+    }
+
+    #[test]
+    fn unknown_fields_and_missing_optionals_are_tolerated() {
+        let payload = json!({
+            "detail-type": "ECS Task State Change",
+            "source": "aws.ecs",
+            "detail": {
+                "taskArn": "arn:aws:ecs:us-east-1:123456789012:task/c/abc",
+                "clusterArn": "arn:aws:ecs:us-east-1:123456789012:cluster/c",
+                "lastStatus": "RUNNING",
+                "desiredStatus": "RUNNING",
+                "someNewField": {"nested": [1, 2, 3]},
+                "attachments": [
+                    {"type": "sdi", "details": []},
+                    {"type": "eni", "details": [{"name": "privateIPv4Address"}]},
+                    {"type": "eni", "details": [{"name": "privateIPv4Address", "value": "10.1.2.3"}]}
+                ],
+                "containers": [
+                    {"name": "app", "networkBindings": [{"containerPort": 99999, "hostPort": 1}]},
+                    {"lastStatus": "RUNNING"}
+                ]
+            }
+        });
+        let Ok(Invocation::TaskStateChange(event)) = parse(&payload) else {
+            panic!("not parsed");
+        };
+        assert_eq!(event.task.eni_ipv4.as_deref(), Some("10.1.2.3"));
+        assert_eq!(event.task.containers.len(), 1);
+        assert!(event.task.containers[0].bindings.is_empty());
+        assert_eq!(event.task.version, None);
+        assert_eq!(event.id, None);
+    }
+
+    #[test]
+    fn missing_detail_type_is_named() {
+        let err = parse(&json!({"source": "aws.ecs", "detail": {}})).expect_err("should be rejected");
+        assert!(matches!(err, PayloadError::NotEventBridge(_)));
+        assert!(err.to_string().contains("detail-type"), "{err}");
+    }
+
+    #[test]
+    fn missing_detail_is_named() {
+        let err = parse(&json!({"source": "aws.ecs", "detail-type": "ECS Task State Change"}))
+            .expect_err("should be rejected");
+        assert!(err.to_string().contains("detail"), "{err}");
+    }
+
+    #[test]
+    fn non_object_payload_is_rejected() {
+        for payload in [json!(null), json!("RUNNING"), json!([1]), json!(3)] {
+            let err = parse(&payload).expect_err("should be rejected");
+            assert!(err.to_string().contains("expected a JSON object"), "{err}");
+        }
+    }
+
+    #[test]
+    fn task_detail_without_task_arn_is_named() {
+        let payload = json!({
+            "detail-type": "ECS Task State Change",
+            "source": "aws.ecs",
+            "detail": {"clusterArn": "c", "lastStatus": "RUNNING", "desiredStatus": "RUNNING"}
+        });
+        let err = parse(&payload).expect_err("should be rejected");
+        assert!(matches!(err, PayloadError::InvalidDetail(_)));
+        assert!(err.to_string().contains("taskArn"), "{err}");
+    }
+
+    #[test]
+    fn scheduled_event_is_other() {
+        let payload = json!({
+            "version": "0", "id": "x", "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": "123456789012", "time": "2026-01-01T00:00:00Z", "region": "us-east-1",
+            "resources": ["arn:aws:events:us-east-1:123456789012:rule/r"], "detail": {}
+        });
+        assert_eq!(
+            parse(&payload),
+            Ok(Invocation::Other {
+                source: "aws.events".into(),
+                detail_type: "Scheduled Event".into()
+            })
+        );
+    }
+}

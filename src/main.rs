@@ -1,0 +1,33 @@
+//! The Lambda function: reads the service mapping, builds the AWS clients once, then serves
+//! ECS Task State Change events until the runtime shuts it down.
+
+use ecs_target_registrar::aws::load_sdk_config;
+use ecs_target_registrar::handler::function_handler;
+use ecs_target_registrar::{Config, Environment, Registrar};
+use lambda_runtime::{LambdaEvent, service_fn, tracing};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    tracing::init_default_subscriber();
+
+    // A bad mapping fails the init phase, before any event is taken, with every problem listed.
+    let config = Config::from_env()
+        .inspect_err(|err| tracing::error!(error = %err, "invalid configuration"))?;
+
+    let sdk = load_sdk_config(None, None).await;
+    let env = Environment {
+        region: sdk.region().map(ToString::to_string),
+        account: None,
+    };
+    let registrar = Registrar::new(
+        config,
+        aws_sdk_ecs::Client::new(&sdk),
+        aws_sdk_elasticloadbalancingv2::Client::new(&sdk),
+    );
+
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+        function_handler(event, &registrar, &env)
+    }))
+    .await
+}

@@ -1,0 +1,617 @@
+//! The handler: from one invocation payload to target group changes and a summary.
+//!
+//! The event only triggers the work. What is registered, and where, is decided from ECS's own
+//! answer to DescribeTasks, so a stale, duplicated, reordered or forged event cannot put an
+//! address behind a load balancer that ECS does not report as a running task now.
+
+use std::collections::{BTreeMap, HashMap};
+
+use futures::future::join_all;
+use serde_json::Value;
+use tokio::sync::Mutex;
+use tracing::{error, info, warn};
+
+use crate::aws::{ApiError, Ecs, LoadBalancing, TaskLookup};
+use crate::config::{Config, ServiceMapping, TargetGroupRef};
+use crate::decision::{self, Lifecycle, Placement, Plan, Target};
+use crate::error::Error;
+use crate::event::{self, Invocation, TaskEvent};
+use crate::summary::{Change, ChangeResult, Outcome, Status, Summary};
+use crate::task::{Arn, Task};
+
+/// Facts about the running function that an event cannot forge.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Environment {
+    /// The function's region; events and clusters of other regions are ignored.
+    pub region: Option<String>,
+    /// The function's account, from its own ARN; events of other accounts are ignored.
+    pub account: Option<String>,
+}
+
+impl Environment {
+    /// Reads the account from an invoked function ARN (`arn:aws:lambda:REGION:ACCOUNT:...`).
+    pub fn with_function_arn(mut self, function_arn: &str) -> Self {
+        if let Some(arn) = Arn::parse(function_arn) {
+            self.account = Some(arn.account.to_owned());
+        }
+        self
+    }
+}
+
+/// Registers and deregisters ECS tasks' targets; one per process, shared by all invocations.
+pub struct Registrar<E, L> {
+    config: Config,
+    ecs: E,
+    elb: L,
+    /// Target group ARNs already looked up by name. A name resolves to the same ARN for the
+    /// life of the group, so one DescribeTargetGroups per name per process is enough.
+    resolved: Mutex<HashMap<String, String>>,
+}
+
+impl<E: Ecs, L: LoadBalancing> Registrar<E, L> {
+    /// Creates a registrar over a validated mapping and the two AWS seams.
+    pub fn new(config: Config, ecs: E, elb: L) -> Self {
+        Registrar {
+            config,
+            ecs,
+            elb,
+            resolved: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The mapping in use.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Handles one invocation payload.
+    ///
+    /// Returns a summary for events that were acted on or deliberately ignored.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the payload is unreadable, when ECS cannot be asked about the task, when a
+    /// running task matched the mapping but yields no target, and when any target group change
+    /// failed (after the other target groups were still tried). Each of these should fail the
+    /// invocation so that Lambda retries it and the dead-letter queue keeps it.
+    pub async fn handle(&self, payload: &Value, env: &Environment) -> Result<Summary, Error> {
+        match event::parse(payload)? {
+            Invocation::Other {
+                source,
+                detail_type,
+            } => {
+                info!(%source, %detail_type, "ignored event: not an ECS Task State Change");
+                Ok(Summary::new(
+                    Outcome::Ignored,
+                    format!("{detail_type} from {source} is not an ECS Task State Change"),
+                ))
+            }
+            Invocation::TaskStateChange(event) => self.handle_task_event(&event, env).await,
+        }
+    }
+
+    async fn handle_task_event(
+        &self,
+        event: &TaskEvent,
+        env: &Environment,
+    ) -> Result<Summary, Error> {
+        let task = &event.task;
+        let mut summary = Summary::new(Outcome::Ignored, "");
+        summary.task_arn = Some(task.task_arn.clone());
+        summary.event_status = Some(Status::from(task));
+
+        if let Some(reason) = foreign_origin(event, env) {
+            warn!(task_arn = %task.task_arn, %reason, "ignored event from outside this function's account or region");
+            summary.reason = reason;
+            return Ok(summary);
+        }
+
+        let services = self.config.matching(task, env.region.as_deref());
+        if services.is_empty() {
+            info!(
+                task_arn = %task.task_arn,
+                cluster = %task.cluster_arn,
+                family = task.family().unwrap_or(""),
+                group = task.group.as_deref().unwrap_or(""),
+                "ignored event: no service mapping matches the task"
+            );
+            summary.reason =
+                "no service mapping matches the task's cluster, family and group".into();
+            return Ok(summary);
+        }
+
+        let action = decision::lifecycle(&task.last_status, &task.desired_status);
+        if action == Lifecycle::Wait {
+            info!(
+                task_arn = %task.task_arn,
+                last_status = %task.last_status,
+                desired_status = %task.desired_status,
+                "waiting: task is not running yet"
+            );
+            summary.outcome = Outcome::Waiting;
+            summary.reason = format!(
+                "task is {} (desired {}); it is registered once ECS reports it RUNNING",
+                task.last_status, task.desired_status
+            );
+            return Ok(summary);
+        }
+
+        // Every mapped entry of one task names the same cluster, by name or by ARN.
+        let cluster = services[0].cluster.as_str().to_owned();
+        let lookup = self
+            .ecs
+            .describe_task(&cluster, &task.task_arn)
+            .await
+            .map_err(|source| Error::DescribeTask {
+                task_arn: task.task_arn.clone(),
+                cluster: cluster.clone(),
+                source,
+            })?;
+
+        match lookup {
+            TaskLookup::Missing { reason } => {
+                self.on_missing_task(event, action, &services, &reason, summary)
+                    .await
+            }
+            TaskLookup::Found(current) => {
+                self.on_described_task(event, action, &current, &cluster, env, summary)
+                    .await
+            }
+        }
+    }
+
+    /// Handles a task that DescribeTasks does not know. Nothing is registered for it; a stop
+    /// event still removes the address the event carries, since a task stopped more than
+    /// about an hour ago is no longer described.
+    async fn on_missing_task(
+        &self,
+        event: &TaskEvent,
+        action: Lifecycle,
+        services: &[&ServiceMapping],
+        reason: &str,
+        mut summary: Summary,
+    ) -> Result<Summary, Error> {
+        let task = &event.task;
+        if action == Lifecycle::Register {
+            warn!(task_arn = %task.task_arn, %reason, "nothing registered: ECS does not know the task");
+            summary.outcome = Outcome::Skipped;
+            summary.reason = format!("ECS does not know the task ({reason}); nothing registered");
+            return Ok(summary);
+        }
+        info!(task_arn = %task.task_arn, %reason, "ECS no longer knows the task; deregistering the address the event carries");
+        // NOTE: no instance lookup here: a bridge-mode task unknown to ECS keeps its targets
+        // until a sweep removes them, because its container instance may be gone too.
+        let plan = decision::plan(task, services, None, Lifecycle::Deregister);
+        self.deregister(task, plan, summary).await
+    }
+
+    async fn on_described_task(
+        &self,
+        event: &TaskEvent,
+        action: Lifecycle,
+        current: &Task,
+        cluster: &str,
+        env: &Environment,
+        mut summary: Summary,
+    ) -> Result<Summary, Error> {
+        let task = &event.task;
+        summary.ecs_status = Some(Status::from(current));
+
+        if let (Some(event_version), Some(ecs_version)) = (task.version, current.version) {
+            if ecs_version < event_version {
+                return Err(Error::EcsBehindEvent {
+                    task_arn: task.task_arn.clone(),
+                    event_version,
+                    ecs_version,
+                });
+            }
+        }
+
+        let truth = decision::lifecycle(&current.last_status, &current.desired_status);
+        // Match again on what ECS reports: an event's family or group may be forged.
+        let services = self.config.matching(current, env.region.as_deref());
+        if services.is_empty() {
+            warn!(
+                task_arn = %task.task_arn,
+                family = current.family().unwrap_or(""),
+                group = current.group.as_deref().unwrap_or(""),
+                "nothing changed: the task ECS describes matches no service mapping"
+            );
+            summary.outcome = Outcome::Skipped;
+            summary.reason =
+                "the event matched a mapping but the task ECS describes does not".into();
+            return Ok(summary);
+        }
+
+        match (action, truth) {
+            (_, Lifecycle::Deregister) => {
+                if action == Lifecycle::Register {
+                    info!(task_arn = %task.task_arn, last_status = %current.last_status, desired_status = %current.desired_status, "stale RUNNING event: ECS reports the task stopping");
+                }
+                let plan = self
+                    .plan(current, cluster, &services, Lifecycle::Deregister)
+                    .await?;
+                let plan = with_event_address(plan, task, &services);
+                self.deregister(task, plan, summary).await
+            }
+            (Lifecycle::Register, Lifecycle::Register) => {
+                if let (Some(claimed), Some(real)) = (task.ipv4(), current.ipv4()) {
+                    if claimed != real {
+                        warn!(task_arn = %task.task_arn, event_address = %claimed, ecs_address = %real, "event address differs from ECS's; using ECS's");
+                    }
+                }
+                let plan = self
+                    .plan(current, cluster, &services, Lifecycle::Register)
+                    .await?;
+                self.register(current, cluster, plan, summary).await
+            }
+            (_, Lifecycle::Register) => {
+                warn!(task_arn = %task.task_arn, "nothing deregistered: the event says the task is stopping but ECS reports it running");
+                summary.outcome = Outcome::Skipped;
+                summary.reason = "the event says the task is stopping but ECS reports it RUNNING; nothing changed".into();
+                Ok(summary)
+            }
+            (_, Lifecycle::Wait) => {
+                info!(task_arn = %task.task_arn, last_status = %current.last_status, "waiting: ECS reports the task not running yet");
+                summary.outcome = Outcome::Waiting;
+                summary.reason = format!(
+                    "ECS reports the task {} (desired {}); nothing changed",
+                    current.last_status, current.desired_status
+                );
+                Ok(summary)
+            }
+        }
+    }
+
+    /// Forms the targets of a described task, asking ECS for the instance id first when the
+    /// task runs in bridge or host network mode.
+    async fn plan(
+        &self,
+        task: &Task,
+        cluster: &str,
+        services: &[&ServiceMapping],
+        action: Lifecycle,
+    ) -> Result<Plan, Error> {
+        let mut instance_id = None;
+        if decision::needs_instance_id(task) {
+            if let Some(arn) = task.container_instance_arn.as_deref() {
+                instance_id = self
+                    .ecs
+                    .ec2_instance_id(cluster, arn)
+                    .await
+                    .map_err(|source| Error::DescribeContainerInstance {
+                        task_arn: task.task_arn.clone(),
+                        container_instance_arn: arn.to_owned(),
+                        source,
+                    })?;
+            }
+        }
+        Ok(decision::plan(
+            task,
+            services,
+            instance_id.as_deref(),
+            action,
+        ))
+    }
+
+    /// Registers the planned targets, then closes the race with a concurrent stop.
+    ///
+    /// ECS sets desiredStatus to STOPPED before it emits the stop event, and the stop event's
+    /// invocation deregisters only after receiving it. So if a stop invocation deregistered
+    /// before our RegisterTargets, ECS was already reporting the stop before our
+    /// RegisterTargets, and the DescribeTasks made after RegisterTargets sees it and removes
+    /// what was just registered. If the stop invocation deregistered after our RegisterTargets,
+    /// it removed our targets itself. Either way no stopped task stays registered.
+    async fn register(
+        &self,
+        task: &Task,
+        cluster: &str,
+        plan: Plan,
+        mut summary: Summary,
+    ) -> Result<Summary, Error> {
+        for unplaced in &plan.unplaced {
+            warn!(task_arn = %task.task_arn, service = %unplaced.service, reason = %unplaced.reason, "no target for mapping entry");
+        }
+        summary.unplaced = plan.unplaced.clone();
+        summary.changes = self
+            .apply(task, Lifecycle::Register, &plan.placements)
+            .await;
+
+        if summary
+            .changes
+            .iter()
+            .any(|c| c.result == ChangeResult::Registered)
+        {
+            let after = self
+                .ecs
+                .describe_task(cluster, &task.task_arn)
+                .await
+                .map_err(|source| Error::DescribeTask {
+                    task_arn: task.task_arn.clone(),
+                    cluster: cluster.to_owned(),
+                    source,
+                })?;
+            let still_running = matches!(&after, TaskLookup::Found(now)
+                if decision::lifecycle(&now.last_status, &now.desired_status) == Lifecycle::Register);
+            if !still_running {
+                info!(task_arn = %task.task_arn, "task stopped while it was being registered; removing its targets again");
+                self.roll_back(task, &mut summary.changes).await;
+                summary.outcome = Outcome::RolledBack;
+                summary.reason = "the task stopped while it was being registered; its targets were removed again".into();
+                return finish(summary, task, Lifecycle::Register);
+            }
+        }
+
+        summary.outcome = Outcome::Registered;
+        summary.reason = "ECS reports the task RUNNING; its targets are registered".into();
+        let mut summary = finish(summary, task, Lifecycle::Register)?;
+        if summary.unplaced.is_empty() {
+            return Ok(summary);
+        }
+        let reasons: Vec<_> = summary
+            .unplaced
+            .iter()
+            .map(|unplaced| format!("{}: {}", unplaced.service, unplaced.reason))
+            .collect();
+        summary.outcome = Outcome::Failed;
+        summary.reason = format!("no target for {} mapping entries", reasons.len());
+        Err(Error::Unplaceable {
+            task_arn: task.task_arn.clone(),
+            reasons: reasons.join("; "),
+            summary: Box::new(summary),
+        })
+    }
+
+    async fn deregister(
+        &self,
+        task: &Task,
+        plan: Plan,
+        mut summary: Summary,
+    ) -> Result<Summary, Error> {
+        for unplaced in &plan.unplaced {
+            info!(task_arn = %task.task_arn, service = %unplaced.service, reason = %unplaced.reason, "nothing to deregister for mapping entry");
+        }
+        summary.unplaced = plan.unplaced;
+        summary.changes = self
+            .apply(task, Lifecycle::Deregister, &plan.placements)
+            .await;
+        summary.outcome = Outcome::Deregistered;
+        summary.reason = if summary.changes.is_empty() {
+            "the task is stopping but has no address to deregister".into()
+        } else {
+            "the task is stopping; its targets are deregistered".into()
+        };
+        finish(summary, task, Lifecycle::Deregister)
+    }
+
+    /// Sends one call per target group, all target groups at once, and records each result.
+    /// A failure in one group does not stop the others.
+    async fn apply(&self, task: &Task, action: Lifecycle, placements: &[Placement]) -> Vec<Change> {
+        let by_group = group_placements(placements);
+        let calls = by_group.into_iter().map(|(group, (services, targets))| {
+            self.apply_group(task, action, group, services, targets)
+        });
+        join_all(calls).await
+    }
+
+    async fn apply_group(
+        &self,
+        task: &Task,
+        action: Lifecycle,
+        group: TargetGroupRef,
+        services: Vec<String>,
+        targets: Vec<Target>,
+    ) -> Change {
+        let mut change = Change {
+            target_group: group.to_string(),
+            target_group_arn: None,
+            services,
+            action,
+            targets,
+            result: ChangeResult::Failed,
+            error: None,
+        };
+        let arn = match self.resolve(&group).await {
+            Ok(arn) => arn,
+            Err(message) => {
+                error!(task_arn = %task.task_arn, target_group = %group, error = %message, "target group lookup failed");
+                change.error = Some(message);
+                return change;
+            }
+        };
+        change.target_group_arn = Some(arn.clone());
+        let listed = list_targets(&change.targets);
+
+        let outcome = match action {
+            Lifecycle::Register => self
+                .elb
+                .register_targets(&arn, &change.targets)
+                .await
+                .map(|()| ChangeResult::Registered),
+            _ => deregistration(self.elb.deregister_targets(&arn, &change.targets).await),
+        };
+        match outcome {
+            Ok(result) => {
+                info!(task_arn = %task.task_arn, target_group = %arn, target = %listed, ?result, "target group updated");
+                change.result = result;
+            }
+            Err(err) => {
+                let step = step_name(action);
+                error!(task_arn = %task.task_arn, target_group = %arn, target = %listed, error = %err, "{step} failed");
+                change.error = Some(format!("{step} failed: {err}"));
+            }
+        }
+        change
+    }
+
+    /// Deregisters what [`Registrar::register`] just registered, marking each change.
+    async fn roll_back(&self, task: &Task, changes: &mut [Change]) {
+        let rollbacks = changes
+            .iter()
+            .filter(|change| change.result == ChangeResult::Registered)
+            .map(|change| async move {
+                let arn = change.target_group_arn.clone().unwrap_or_default();
+                let result =
+                    deregistration(self.elb.deregister_targets(&arn, &change.targets).await);
+                (arn, result)
+            });
+        let results: HashMap<String, Result<ChangeResult, ApiError>> =
+            join_all(rollbacks).await.into_iter().collect();
+        for change in changes.iter_mut() {
+            let Some(result) = change
+                .target_group_arn
+                .as_ref()
+                .and_then(|arn| results.get(arn))
+            else {
+                continue;
+            };
+            let listed = list_targets(&change.targets);
+            match result {
+                Ok(_) => {
+                    info!(task_arn = %task.task_arn, target_group = %change.target_group, target = %listed, "rolled back registration");
+                    change.result = ChangeResult::RolledBack;
+                }
+                Err(err) => {
+                    error!(task_arn = %task.task_arn, target_group = %change.target_group, target = %listed, error = %err, "rollback DeregisterTargets failed");
+                    change.result = ChangeResult::Failed;
+                    change.error = Some(format!(
+                        "DeregisterTargets (rollback after the task stopped) failed: {err}"
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Returns a target group's ARN, looking a name up once per process.
+    async fn resolve(&self, group: &TargetGroupRef) -> Result<String, String> {
+        let name = match group {
+            TargetGroupRef::Arn(arn) => return Ok(arn.clone()),
+            TargetGroupRef::Name(name) => name,
+        };
+        if let Some(arn) = self.resolved.lock().await.get(name) {
+            return Ok(arn.clone());
+        }
+        match self.elb.target_group_arn(name).await {
+            Ok(Some(arn)) => {
+                self.resolved.lock().await.insert(name.clone(), arn.clone());
+                Ok(arn)
+            }
+            Ok(None) => Err(format!(
+                "target group {name:?} not found; check \"targetGroups\" in the mapping"
+            )),
+            Err(err) => Err(format!("DescribeTargetGroups failed for {name:?}: {err}")),
+        }
+    }
+}
+
+/// Reports the summary and turns failed changes into an invocation error.
+fn finish(mut summary: Summary, task: &Task, action: Lifecycle) -> Result<Summary, Error> {
+    if !summary.has_failures() {
+        return Ok(summary);
+    }
+    let failures: Vec<String> = summary
+        .changes
+        .iter()
+        .filter(|change| change.result == ChangeResult::Failed)
+        .map(|change| {
+            format!(
+                "target group {} (targets {}): {}",
+                change.target_group,
+                list_targets(&change.targets),
+                change.error.as_deref().unwrap_or("failed")
+            )
+        })
+        .collect();
+    let message = format!(
+        "{} of task {} failed in {} of {} target groups: {}",
+        step_name(action),
+        task.task_arn,
+        failures.len(),
+        summary.changes.len(),
+        failures.join("; ")
+    );
+    summary.outcome = Outcome::Failed;
+    summary.reason = message.clone();
+    Err(Error::TargetGroups {
+        message,
+        summary: Box::new(summary),
+    })
+}
+
+/// Maps a DeregisterTargets result: a target that is not registered is already where a stop
+/// wants it. ELBv2 (and the local emulator) answer InvalidTarget for such a target.
+fn deregistration(result: Result<(), ApiError>) -> Result<ChangeResult, ApiError> {
+    match result {
+        Ok(()) => Ok(ChangeResult::Deregistered),
+        Err(err) if err.is("InvalidTarget") => Ok(ChangeResult::NotRegistered),
+        Err(err) => Err(err),
+    }
+}
+
+fn step_name(action: Lifecycle) -> &'static str {
+    match action {
+        Lifecycle::Register => "RegisterTargets",
+        _ => "DeregisterTargets",
+    }
+}
+
+fn list_targets(targets: &[Target]) -> String {
+    let listed: Vec<String> = targets.iter().map(Target::to_string).collect();
+    listed.join(",")
+}
+
+/// Groups placements by target group, so each group gets one call with all its targets.
+fn group_placements(
+    placements: &[Placement],
+) -> BTreeMap<TargetGroupRef, (Vec<String>, Vec<Target>)> {
+    let mut by_group: BTreeMap<TargetGroupRef, (Vec<String>, Vec<Target>)> = BTreeMap::new();
+    for placement in placements {
+        for group in &placement.target_groups {
+            let (services, targets) = by_group.entry(group.clone()).or_default();
+            if !services.contains(&placement.service) {
+                services.push(placement.service.clone());
+            }
+            if !targets.contains(&placement.target) {
+                targets.push(placement.target.clone());
+            }
+        }
+    }
+    by_group
+}
+
+/// Adds the event's address to a deregistration plan when ECS's answer carries none (the ENI
+/// can be gone from DescribeTasks once the task stopped), so the stop still removes it.
+fn with_event_address(plan: Plan, event_task: &Task, services: &[&ServiceMapping]) -> Plan {
+    if !plan.placements.is_empty() || event_task.ipv4().is_none() {
+        return plan;
+    }
+    decision::plan(event_task, services, None, Lifecycle::Deregister)
+}
+
+/// Returns why an event must not be acted on here, when its account or region is not the
+/// function's own. Missing fields pass: a hand-made test event often leaves them out, and
+/// DescribeTasks in the function's own account and region still has the last word.
+fn foreign_origin(event: &TaskEvent, env: &Environment) -> Option<String> {
+    let cluster = Arn::parse(&event.task.cluster_arn);
+    let regions = [event.region.as_deref(), cluster.map(|arn| arn.region)];
+    if let Some(own) = env.region.as_deref() {
+        if let Some(other) = regions.into_iter().flatten().find(|region| *region != own) {
+            return Some(format!(
+                "the event is from region {other} but the function runs in {own}"
+            ));
+        }
+    }
+    let accounts = [event.account.as_deref(), cluster.map(|arn| arn.account)];
+    if let Some(own) = env.account.as_deref() {
+        if let Some(other) = accounts
+            .into_iter()
+            .flatten()
+            .find(|account| *account != own)
+        {
+            return Some(format!(
+                "the event is from account {other} but the function runs in {own}"
+            ));
+        }
+    }
+    None
+}

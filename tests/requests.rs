@@ -1,0 +1,634 @@
+//! Request-level tests: the real SDK clients with `aws-smithy-mocks` rules in place of HTTP.
+//!
+//! These check what the registrar sends (targets, ports, order of calls) and how it handles
+//! answers the local emulator cannot give: throttling, AccessDenied, bridge-mode bindings,
+//! ECS lagging behind an event, and a stop landing between registration and its check.
+
+use aws_sdk_ecs::operation::describe_container_instances::DescribeContainerInstancesOutput;
+use aws_sdk_ecs::operation::describe_tasks::DescribeTasksOutput;
+use aws_sdk_ecs::types::{
+    Attachment, Container, ContainerInstance, Failure, KeyValuePair, NetworkBinding, Task,
+};
+use aws_sdk_elasticloadbalancingv2::error::ErrorMetadata;
+use aws_sdk_elasticloadbalancingv2::operation::deregister_targets::{
+    DeregisterTargetsError, DeregisterTargetsOutput,
+};
+use aws_sdk_elasticloadbalancingv2::operation::describe_target_groups::DescribeTargetGroupsOutput;
+use aws_sdk_elasticloadbalancingv2::operation::register_targets::{
+    RegisterTargetsError, RegisterTargetsOutput,
+};
+use aws_sdk_elasticloadbalancingv2::types::TargetGroup;
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use ecs_target_registrar::summary::{ChangeResult, Outcome};
+use ecs_target_registrar::{Config, Environment, Error, Registrar};
+use serde_json::{Value, json};
+
+const CLUSTER: &str = "arn:aws:ecs:us-east-1:123456789012:cluster/web";
+const TASK: &str = "arn:aws:ecs:us-east-1:123456789012:task/web/0123456789abcdef0123456789abcdef";
+const TG_A: &str =
+    "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web-a/0123456789abcdef";
+const TG_B_NAME: &str = "web-b";
+const TG_B: &str =
+    "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web-b/fedcba9876543210";
+
+type Mocked = Registrar<aws_sdk_ecs::Client, aws_sdk_elasticloadbalancingv2::Client>;
+
+fn config() -> Config {
+    Config::from_value(&json!({"services": [{
+        "name": "web", "cluster": "web", "family": "web", "container": "app",
+        "containerPort": 8080, "targetGroups": [TG_A, TG_B_NAME]
+    }]}))
+    .expect("valid mapping")
+}
+
+fn env() -> Environment {
+    Environment {
+        region: Some("us-east-1".into()),
+        account: Some("123456789012".into()),
+    }
+}
+
+fn event(last: &str, desired: &str, version: i64, ip: &str) -> Value {
+    json!({
+        "version": "0", "id": "e", "detail-type": "ECS Task State Change", "source": "aws.ecs",
+        "account": "123456789012", "time": "2026-11-30T10:00:00Z", "region": "us-east-1",
+        "resources": [TASK],
+        "detail": {
+            "taskArn": TASK, "clusterArn": CLUSTER, "lastStatus": last, "desiredStatus": desired,
+            "version": version, "group": "family:web",
+            "taskDefinitionArn": "arn:aws:ecs:us-east-1:123456789012:task-definition/web:3",
+            "attachments": [{"type": "eni", "status": "ATTACHED", "details": [
+                {"name": "privateIPv4Address", "value": ip}]}],
+            "containers": [{"name": "app", "networkInterfaces": [{"privateIpv4Address": ip}]}]
+        }
+    })
+}
+
+fn ecs_task(last: &str, desired: &str, version: i64, ip: &str) -> Task {
+    Task::builder()
+        .task_arn(TASK)
+        .cluster_arn(CLUSTER)
+        .last_status(last)
+        .desired_status(desired)
+        .version(version)
+        .group("family:web")
+        .task_definition_arn("arn:aws:ecs:us-east-1:123456789012:task-definition/web:3")
+        .attachments(
+            Attachment::builder()
+                .r#type("ElasticNetworkInterface")
+                .details(
+                    KeyValuePair::builder()
+                        .name("privateIPv4Address")
+                        .value(ip)
+                        .build(),
+                )
+                .build(),
+        )
+        .containers(Container::builder().name("app").build())
+        .build()
+}
+
+/// DescribeTasks answering with each task in turn, the last one for every later call.
+fn describe_sequence(tasks: Vec<Task>) -> Rule {
+    let mut builder = mock!(aws_sdk_ecs::Client::describe_tasks).sequence();
+    let count = tasks.len();
+    for (index, task) in tasks.into_iter().enumerate() {
+        let output = move || DescribeTasksOutput::builder().tasks(task.clone()).build();
+        builder = builder.output(output);
+        if index + 1 == count {
+            return builder.repeatedly().build();
+        }
+    }
+    builder.build()
+}
+
+fn register_ok() -> Rule {
+    mock!(aws_sdk_elasticloadbalancingv2::Client::register_targets)
+        .sequence()
+        .output(|| RegisterTargetsOutput::builder().build())
+        .repeatedly()
+        .build()
+}
+
+fn deregister_ok() -> Rule {
+    mock!(aws_sdk_elasticloadbalancingv2::Client::deregister_targets)
+        .sequence()
+        .output(|| DeregisterTargetsOutput::builder().build())
+        .repeatedly()
+        .build()
+}
+
+fn lookup_b() -> Rule {
+    mock!(aws_sdk_elasticloadbalancingv2::Client::describe_target_groups)
+        .match_requests(|input| input.names() == [TG_B_NAME.to_owned()])
+        .sequence()
+        .output(|| {
+            DescribeTargetGroupsOutput::builder()
+                .target_groups(
+                    TargetGroup::builder()
+                        .target_group_name(TG_B_NAME)
+                        .target_group_arn(TG_B)
+                        .build(),
+                )
+                .build()
+        })
+        .repeatedly()
+        .build()
+}
+
+fn registrar(ecs_rules: &[&Rule], elb_rules: &[&Rule]) -> Mocked {
+    let ecs = mock_client!(aws_sdk_ecs, RuleMode::MatchAny, ecs_rules);
+    let elb = mock_client!(
+        aws_sdk_elasticloadbalancingv2,
+        RuleMode::MatchAny,
+        elb_rules
+    );
+    Registrar::new(config(), ecs, elb)
+}
+
+fn sent_targets(
+    input: &[aws_sdk_elasticloadbalancingv2::types::TargetDescription],
+) -> Vec<(String, i32)> {
+    input
+        .iter()
+        .map(|t| {
+            (
+                t.id().unwrap_or_default().to_owned(),
+                t.port().unwrap_or(-1),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn running_registers_ecs_address_on_container_port() {
+    let describe = describe_sequence(vec![ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5")]);
+    let register_a = mock!(aws_sdk_elasticloadbalancingv2::Client::register_targets)
+        .match_requests(|input| {
+            input.target_group_arn() == Some(TG_A)
+                && sent_targets(input.targets()) == [("10.0.1.5".to_owned(), 8080)]
+        })
+        .then_output(|| RegisterTargetsOutput::builder().build());
+    let register_b = mock!(aws_sdk_elasticloadbalancingv2::Client::register_targets)
+        .match_requests(|input| {
+            input.target_group_arn() == Some(TG_B)
+                && sent_targets(input.targets()) == [("10.0.1.5".to_owned(), 8080)]
+        })
+        .then_output(|| RegisterTargetsOutput::builder().build());
+    let lookup = lookup_b();
+    let registrar = registrar(&[&describe], &[&register_a, &register_b, &lookup]);
+
+    // The event claims another address; ECS's answer decides.
+    let summary = registrar
+        .handle(&event("RUNNING", "RUNNING", 4, "10.9.9.9"), &env())
+        .await
+        .expect("registered");
+
+    assert_eq!(summary.outcome, Outcome::Registered);
+    assert_eq!(summary.changes.len(), 2);
+    assert_eq!(register_a.num_calls(), 1);
+    assert_eq!(register_b.num_calls(), 1);
+    // One DescribeTasks to read the truth, one after RegisterTargets to close the stop race.
+    assert_eq!(describe.num_calls(), 2);
+}
+
+#[tokio::test]
+async fn target_group_name_is_looked_up_once() {
+    let describe = describe_sequence(vec![ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5")]);
+    let lookup = lookup_b();
+    let register = register_ok();
+    let registrar = registrar(&[&describe], &[&register, &lookup]);
+    for _ in 0..3 {
+        registrar
+            .handle(&event("RUNNING", "RUNNING", 4, "10.0.1.5"), &env())
+            .await
+            .expect("registered");
+    }
+    assert_eq!(lookup.num_calls(), 1);
+    assert_eq!(register.num_calls(), 6);
+}
+
+#[tokio::test]
+async fn stop_requested_deregisters_with_exact_port() {
+    let describe = describe_sequence(vec![ecs_task("RUNNING", "STOPPED", 5, "10.0.1.5")]);
+    let deregister = mock!(aws_sdk_elasticloadbalancingv2::Client::deregister_targets)
+        .match_requests(|input| sent_targets(input.targets()) == [("10.0.1.5".to_owned(), 8080)])
+        .sequence()
+        .output(|| DeregisterTargetsOutput::builder().build())
+        .repeatedly()
+        .build();
+    let lookup = lookup_b();
+    let registrar = registrar(&[&describe], &[&deregister, &lookup]);
+
+    let summary = registrar
+        .handle(&event("RUNNING", "STOPPED", 5, "10.0.1.5"), &env())
+        .await
+        .expect("deregistered");
+
+    assert_eq!(summary.outcome, Outcome::Deregistered);
+    assert_eq!(deregister.num_calls(), 2);
+    assert!(
+        summary
+            .changes
+            .iter()
+            .all(|c| c.result == ChangeResult::Deregistered)
+    );
+}
+
+#[tokio::test]
+async fn not_registered_counts_as_deregistered() {
+    let describe = describe_sequence(vec![ecs_task("STOPPED", "STOPPED", 8, "10.0.1.5")]);
+    let deregister = mock!(aws_sdk_elasticloadbalancingv2::Client::deregister_targets)
+        .sequence()
+        .error(|| {
+            DeregisterTargetsError::generic(
+                ErrorMetadata::builder()
+                    .code("InvalidTarget")
+                    .message("The following targets are not registered: 10.0.1.5")
+                    .build(),
+            )
+        })
+        .repeatedly()
+        .build();
+    let lookup = lookup_b();
+    let registrar = registrar(&[&describe], &[&deregister, &lookup]);
+    let summary = registrar
+        .handle(&event("STOPPED", "STOPPED", 8, "10.0.1.5"), &env())
+        .await
+        .expect("not registered is success");
+    assert!(
+        summary
+            .changes
+            .iter()
+            .all(|c| c.result == ChangeResult::NotRegistered)
+    );
+}
+
+#[tokio::test]
+async fn stop_during_registration_is_rolled_back() {
+    let describe = describe_sequence(vec![
+        ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5"),
+        ecs_task("RUNNING", "STOPPED", 5, "10.0.1.5"),
+    ]);
+    let register = register_ok();
+    let deregister = mock!(aws_sdk_elasticloadbalancingv2::Client::deregister_targets)
+        .match_requests(|input| sent_targets(input.targets()) == [("10.0.1.5".to_owned(), 8080)])
+        .sequence()
+        .output(|| DeregisterTargetsOutput::builder().build())
+        .repeatedly()
+        .build();
+    let lookup = lookup_b();
+    let registrar = registrar(&[&describe], &[&register, &deregister, &lookup]);
+
+    let summary = registrar
+        .handle(&event("RUNNING", "RUNNING", 4, "10.0.1.5"), &env())
+        .await
+        .expect("rolled back");
+
+    assert_eq!(summary.outcome, Outcome::RolledBack);
+    assert_eq!(register.num_calls(), 2);
+    assert_eq!(deregister.num_calls(), 2);
+    assert!(
+        summary
+            .changes
+            .iter()
+            .all(|c| c.result == ChangeResult::RolledBack)
+    );
+}
+
+#[tokio::test]
+async fn access_denied_in_one_group_still_registers_the_other() {
+    let describe = describe_sequence(vec![ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5")]);
+    let denied = mock!(aws_sdk_elasticloadbalancingv2::Client::register_targets)
+        .match_requests(|input| input.target_group_arn() == Some(TG_A))
+        .sequence()
+        .error(|| {
+            RegisterTargetsError::generic(
+                ErrorMetadata::builder()
+                    .code("AccessDenied")
+                    .message("not authorized to perform: elasticloadbalancing:RegisterTargets")
+                    .build(),
+            )
+        })
+        .repeatedly()
+        .build();
+    let register_b = mock!(aws_sdk_elasticloadbalancingv2::Client::register_targets)
+        .match_requests(|input| input.target_group_arn() == Some(TG_B))
+        .then_output(|| RegisterTargetsOutput::builder().build());
+    let lookup = lookup_b();
+    let registrar = registrar(&[&describe], &[&denied, &register_b, &lookup]);
+
+    let err = registrar
+        .handle(&event("RUNNING", "RUNNING", 4, "10.0.1.5"), &env())
+        .await
+        .expect_err("a failed group fails the invocation");
+
+    assert_eq!(register_b.num_calls(), 1);
+    assert_eq!(err.kind(), "TargetGroupChangeFailed");
+    let message = err.to_string();
+    assert!(message.contains("RegisterTargets"), "{message}");
+    assert!(message.contains(TASK), "{message}");
+    assert!(message.contains(TG_A), "{message}");
+    assert!(message.contains("10.0.1.5:8080"), "{message}");
+    assert!(message.contains("AccessDenied"), "{message}");
+    let summary = err.summary().expect("summary kept");
+    assert_eq!(summary.outcome, Outcome::Failed);
+    let results: Vec<_> = summary.changes.iter().map(|c| c.result).collect();
+    assert!(results.contains(&ChangeResult::Registered), "{results:?}");
+    assert!(results.contains(&ChangeResult::Failed), "{results:?}");
+}
+
+#[tokio::test]
+async fn throttling_is_retried_then_succeeds() {
+    let describe = describe_sequence(vec![ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5")]);
+    let throttled_then_ok = mock!(aws_sdk_elasticloadbalancingv2::Client::register_targets)
+        .sequence()
+        .error(|| {
+            RegisterTargetsError::generic(
+                ErrorMetadata::builder()
+                    .code("Throttling")
+                    .message("Rate exceeded")
+                    .build(),
+            )
+        })
+        .times(2)
+        .output(|| RegisterTargetsOutput::builder().build())
+        .repeatedly()
+        .build();
+    let lookup = lookup_b();
+    let ecs = mock_client!(aws_sdk_ecs, RuleMode::MatchAny, &[&describe]);
+    let elb = mock_client!(
+        aws_sdk_elasticloadbalancingv2,
+        RuleMode::MatchAny,
+        &[&throttled_then_ok, &lookup],
+        |conf| conf.retry_config(
+            aws_sdk_elasticloadbalancingv2::config::retry::RetryConfig::standard()
+                .with_max_attempts(5)
+                .with_initial_backoff(std::time::Duration::from_millis(1))
+        )
+    );
+    let registrar = Registrar::new(config(), ecs, elb);
+
+    let summary = registrar
+        .handle(&event("RUNNING", "RUNNING", 4, "10.0.1.5"), &env())
+        .await
+        .expect("retries absorb throttling");
+    assert_eq!(summary.outcome, Outcome::Registered);
+    assert_eq!(throttled_then_ok.num_calls(), 4);
+}
+
+#[tokio::test]
+async fn persistent_throttling_fails_the_invocation() {
+    let describe = describe_sequence(vec![ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5")]);
+    let throttled = mock!(aws_sdk_elasticloadbalancingv2::Client::register_targets)
+        .sequence()
+        .error(|| {
+            RegisterTargetsError::generic(
+                ErrorMetadata::builder()
+                    .code("Throttling")
+                    .message("Rate exceeded")
+                    .build(),
+            )
+        })
+        .repeatedly()
+        .build();
+    let lookup = lookup_b();
+    let registrar = registrar(&[&describe], &[&throttled, &lookup]);
+    let err = registrar
+        .handle(&event("RUNNING", "RUNNING", 4, "10.0.1.5"), &env())
+        .await
+        .expect_err("throttled past the retries");
+    assert!(
+        err.to_string().contains("Throttling: Rate exceeded"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn ecs_behind_the_event_fails_for_retry() {
+    let describe = describe_sequence(vec![ecs_task("PENDING", "RUNNING", 3, "10.0.1.5")]);
+    let register = register_ok();
+    let registrar = registrar(&[&describe], &[&register]);
+    let err = registrar
+        .handle(&event("RUNNING", "RUNNING", 4, "10.0.1.5"), &env())
+        .await
+        .expect_err("ECS older than the event");
+    assert!(matches!(
+        err,
+        Error::EcsBehindEvent {
+            event_version: 4,
+            ecs_version: 3,
+            ..
+        }
+    ));
+    assert_eq!(register.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn forged_running_event_for_stopped_task_registers_nothing() {
+    let describe = describe_sequence(vec![ecs_task("STOPPED", "STOPPED", 8, "10.0.1.5")]);
+    let register = register_ok();
+    let deregister = deregister_ok();
+    let lookup = lookup_b();
+    let registrar = registrar(&[&describe], &[&register, &deregister, &lookup]);
+    let summary = registrar
+        .handle(&event("RUNNING", "RUNNING", 4, "10.0.1.5"), &env())
+        .await
+        .expect("stale event handled");
+    assert_eq!(register.num_calls(), 0);
+    assert_eq!(summary.outcome, Outcome::Deregistered);
+}
+
+#[tokio::test]
+async fn unknown_task_registers_nothing() {
+    let missing = mock!(aws_sdk_ecs::Client::describe_tasks)
+        .sequence()
+        .output(|| {
+            DescribeTasksOutput::builder()
+                .failures(Failure::builder().arn(TASK).reason("MISSING").build())
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let register = register_ok();
+    let registrar = registrar(&[&missing], &[&register]);
+    let summary = registrar
+        .handle(&event("RUNNING", "RUNNING", 4, "10.0.1.5"), &env())
+        .await
+        .expect("skipped");
+    assert_eq!(summary.outcome, Outcome::Skipped);
+    assert!(summary.reason.contains("MISSING"), "{}", summary.reason);
+    assert_eq!(register.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn stop_of_task_ecs_forgot_uses_event_address() {
+    let missing = mock!(aws_sdk_ecs::Client::describe_tasks)
+        .sequence()
+        .output(|| {
+            DescribeTasksOutput::builder()
+                .failures(Failure::builder().arn(TASK).reason("MISSING").build())
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let deregister = mock!(aws_sdk_elasticloadbalancingv2::Client::deregister_targets)
+        .match_requests(|input| sent_targets(input.targets()) == [("10.0.7.7".to_owned(), 8080)])
+        .sequence()
+        .output(|| DeregisterTargetsOutput::builder().build())
+        .repeatedly()
+        .build();
+    let lookup = lookup_b();
+    let registrar = registrar(&[&missing], &[&deregister, &lookup]);
+    let summary = registrar
+        .handle(&event("STOPPED", "STOPPED", 9, "10.0.7.7"), &env())
+        .await
+        .expect("deregistered");
+    assert_eq!(summary.outcome, Outcome::Deregistered);
+    assert_eq!(deregister.num_calls(), 2);
+}
+
+#[tokio::test]
+async fn forged_stop_for_running_task_changes_nothing() {
+    let describe = describe_sequence(vec![ecs_task("RUNNING", "RUNNING", 9, "10.0.1.5")]);
+    let deregister = deregister_ok();
+    let registrar = registrar(&[&describe], &[&deregister]);
+    let summary = registrar
+        .handle(&event("STOPPED", "STOPPED", 8, "10.0.1.5"), &env())
+        .await
+        .expect("skipped");
+    assert_eq!(summary.outcome, Outcome::Skipped);
+    assert_eq!(deregister.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn foreign_account_or_region_makes_no_calls() {
+    let describe = describe_sequence(vec![ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5")]);
+    let register = register_ok();
+    let registrar = registrar(&[&describe], &[&register]);
+
+    let mut other_account = event("RUNNING", "RUNNING", 4, "10.0.1.5");
+    other_account["account"] = json!("210987654321");
+    let mut other_region = event("RUNNING", "RUNNING", 4, "10.0.1.5");
+    other_region["detail"]["clusterArn"] = json!("arn:aws:ecs:eu-west-1:123456789012:cluster/web");
+
+    for payload in [other_account, other_region] {
+        let summary = registrar.handle(&payload, &env()).await.expect("ignored");
+        assert_eq!(summary.outcome, Outcome::Ignored);
+        assert!(
+            summary.reason.contains("but the function runs in"),
+            "{}",
+            summary.reason
+        );
+    }
+    assert_eq!(describe.num_calls(), 0);
+    assert_eq!(register.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn pending_event_makes_no_calls() {
+    let describe = describe_sequence(vec![ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5")]);
+    let registrar = registrar(&[&describe], &[]);
+    for status in ["PROVISIONING", "PENDING", "ACTIVATING"] {
+        let summary = registrar
+            .handle(&event(status, "RUNNING", 2, "10.0.1.5"), &env())
+            .await
+            .expect("waiting");
+        assert_eq!(summary.outcome, Outcome::Waiting, "{status}");
+    }
+    assert_eq!(describe.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn bridge_task_registers_instance_on_host_port() {
+    let bridge = Task::builder()
+        .task_arn(TASK)
+        .cluster_arn(CLUSTER)
+        .last_status("RUNNING")
+        .desired_status("RUNNING")
+        .version(2)
+        .task_definition_arn("arn:aws:ecs:us-east-1:123456789012:task-definition/web:3")
+        .container_instance_arn("arn:aws:ecs:us-east-1:123456789012:container-instance/web/abc")
+        .containers(
+            Container::builder()
+                .name("app")
+                .network_bindings(
+                    NetworkBinding::builder()
+                        .bind_ip("0.0.0.0")
+                        .container_port(8080)
+                        .host_port(32768)
+                        .build(),
+                )
+                .network_bindings(
+                    NetworkBinding::builder()
+                        .bind_ip("::")
+                        .container_port(8080)
+                        .host_port(32768)
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    let describe = describe_sequence(vec![bridge]);
+    let instance = mock!(aws_sdk_ecs::Client::describe_container_instances)
+        .sequence()
+        .output(|| {
+            DescribeContainerInstancesOutput::builder()
+                .container_instances(
+                    ContainerInstance::builder()
+                        .ec2_instance_id("i-0123456789abcdef0")
+                        .build(),
+                )
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let register = mock!(aws_sdk_elasticloadbalancingv2::Client::register_targets)
+        .match_requests(|input| {
+            sent_targets(input.targets()) == [("i-0123456789abcdef0".to_owned(), 32768)]
+        })
+        .sequence()
+        .output(|| RegisterTargetsOutput::builder().build())
+        .repeatedly()
+        .build();
+    let lookup = lookup_b();
+    let registrar = registrar(&[&describe, &instance], &[&register, &lookup]);
+
+    let mut payload = event("RUNNING", "RUNNING", 2, "10.0.1.5");
+    payload["detail"]["attachments"] = json!([]);
+    payload["detail"]["containers"] = json!([{"name": "app"}]);
+    let summary = registrar
+        .handle(&payload, &env())
+        .await
+        .expect("registered");
+
+    assert_eq!(summary.outcome, Outcome::Registered);
+    assert_eq!(register.num_calls(), 2);
+}
+
+#[tokio::test]
+async fn wrong_container_name_fails_registration() {
+    let describe = describe_sequence(vec![ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5")]);
+    let ecs = mock_client!(aws_sdk_ecs, RuleMode::MatchAny, &[&describe]);
+    let elb = mock_client!(
+        aws_sdk_elasticloadbalancingv2,
+        RuleMode::MatchAny,
+        &[&register_ok()]
+    );
+    let config = Config::from_value(&json!({"services": [{
+        "name": "web", "cluster": "web", "family": "web", "container": "sidecar",
+        "containerPort": 8080, "targetGroups": [TG_A]
+    }]}))
+    .expect("valid mapping");
+    let registrar = Registrar::new(config, ecs, elb);
+    let err = registrar
+        .handle(&event("RUNNING", "RUNNING", 4, "10.0.1.5"), &env())
+        .await
+        .expect_err("no target can be formed");
+    assert_eq!(err.kind(), "NoTargetForTask");
+    assert!(
+        err.to_string()
+            .contains("\"sidecar\" is not part of the task"),
+        "{err}"
+    );
+}
