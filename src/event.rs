@@ -387,7 +387,8 @@ mod tests {
 
     #[test]
     fn missing_detail_type_is_named() {
-        let err = parse(&json!({"source": "aws.ecs", "detail": {}})).expect_err("should be rejected");
+        let err =
+            parse(&json!({"source": "aws.ecs", "detail": {}})).expect_err("should be rejected");
         assert!(matches!(err, PayloadError::NotEventBridge(_)));
         assert!(err.to_string().contains("detail-type"), "{err}");
     }

@@ -225,9 +225,12 @@ impl<E: Ecs, L: LoadBalancing> Registrar<E, L> {
 
         match (action, truth) {
             (_, Lifecycle::Deregister) => {
-                if action == Lifecycle::Register {
-                    info!(task_arn = %task.task_arn, last_status = %current.last_status, desired_status = %current.desired_status, "stale RUNNING event: ECS reports the task stopping");
-                }
+                let note = if action == Lifecycle::Register {
+                    "deregistering: the RUNNING event is stale, ECS reports the task stopping"
+                } else {
+                    "deregistering: ECS reports the task stopping"
+                };
+                info!(task_arn = %task.task_arn, last_status = %current.last_status, desired_status = %current.desired_status, "{note}");
                 let plan = self
                     .plan(current, cluster, &services, Lifecycle::Deregister)
                     .await?;
@@ -235,6 +238,7 @@ impl<E: Ecs, L: LoadBalancing> Registrar<E, L> {
                 self.deregister(task, plan, summary).await
             }
             (Lifecycle::Register, Lifecycle::Register) => {
+                info!(task_arn = %task.task_arn, last_status = %current.last_status, desired_status = %current.desired_status, "registering: ECS confirms the task is running");
                 if let (Some(claimed), Some(real)) = (task.ipv4(), current.ipv4()) {
                     if claimed != real {
                         warn!(task_arn = %task.task_arn, event_address = %claimed, ecs_address = %real, "event address differs from ECS's; using ECS's");

@@ -1,0 +1,238 @@
+//! The operator CLI as a user runs it: the `registrar` binary, spawned with files on disk and
+//! pointed at moto on 127.0.0.1.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use aws_sdk_ecs::Client as EcsClient;
+use aws_sdk_elasticloadbalancingv2::Client as ElbClient;
+use serde_json::{Value, json};
+use support::{Emulator, RunningTask};
+
+/// Runs the CLI with a clean environment holding only dummy credentials.
+async fn registrar(args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_registrar"))
+        .args(args)
+        .env_clear()
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .await
+        .expect("run the registrar CLI")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A scratch folder for this test's files, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        let path = std::env::temp_dir().join(support::unique("registrar-cli"));
+        std::fs::create_dir_all(&path).expect("create scratch folder");
+        Scratch(path)
+    }
+
+    fn write(&self, name: &str, contents: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).expect("write scratch file");
+        path.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Setup {
+    cluster: String,
+    definition: String,
+    group: String,
+    task: RunningTask,
+    mapping: Value,
+}
+
+async fn setup() -> Setup {
+    let emulator = Emulator::shared();
+    let sdk = emulator.sdk_config();
+    let ecs = EcsClient::new(&sdk);
+    let elb = ElbClient::new(&sdk);
+    let cluster = support::create_cluster(&ecs, &support::unique("cli")).await;
+    let family = support::unique("cli-web");
+    let definition = support::register_task_definition(&ecs, &family, "app", 8080).await;
+    let group =
+        support::create_ip_target_group(&elb, &support::unique("tg"), &emulator.vpc_id, 8080).await;
+    let task = support::run_task(&ecs, &cluster, &definition, emulator).await;
+    let mapping = json!({"services": [{
+        "name": "web", "cluster": cluster, "family": family,
+        "container": "app", "containerPort": 8080, "targetGroups": [group]
+    }]});
+    Setup {
+        cluster,
+        definition,
+        group,
+        task,
+        mapping,
+    }
+}
+
+fn event_file(scratch: &Scratch, setup: &Setup, fixture: &str) -> String {
+    let event = support::rewrite_event(
+        support::fixture_event(fixture),
+        &setup.task,
+        &setup.cluster,
+        &setup.definition,
+    );
+    scratch.write(fixture, &event.to_string())
+}
+
+fn repo_file(path: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(path)
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[tokio::test]
+async fn check_config_prints_the_example_mapping() {
+    let output = registrar(&[
+        "--config-file",
+        &repo_file("config/services.example.json"),
+        "check-config",
+    ])
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert_eq!(text.lines().count(), 5, "{text}");
+    assert!(text.contains("pdf: tasks of cluster arn:aws:ecs:us-east-2:123456789012:cluster/pdfapi-cluster with family dev-pdf, container pdf port 9080"), "{text}");
+}
+
+#[tokio::test]
+async fn invalid_mapping_exits_2_with_every_problem() {
+    let scratch = Scratch::new();
+    let file = scratch.write(
+        "mapping.json",
+        r#"{"services": [{"name": "x", "cluster": "c", "containerPort": 70000, "targetGroups": []}]}"#,
+    );
+    let output = registrar(&["--config-file", &file, "check-config"]).await;
+    assert_eq!(output.status.code(), Some(2));
+    let text = stderr(&output);
+    assert!(
+        text.contains("services[0].containerPort: 70000 is out of range"),
+        "{text}"
+    );
+    assert!(text.contains("services[0].container: missing"), "{text}");
+    assert!(
+        text.contains("services[0].targetGroups: the list is empty"),
+        "{text}"
+    );
+    assert!(text.contains("set \"family\", \"group\" or both"), "{text}");
+}
+
+#[tokio::test]
+async fn missing_mapping_says_how_to_give_one() {
+    let output = registrar(&["check-config"]).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("--config-file"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[tokio::test]
+async fn handle_registers_then_deregisters() {
+    let setup = setup().await;
+    let scratch = Scratch::new();
+    let mapping = scratch.write("mapping.json", &setup.mapping.to_string());
+    let running = event_file(&scratch, &setup, "fargate-running.json");
+    let pending = event_file(&scratch, &setup, "fargate-pending.json");
+    let endpoint = Emulator::shared().endpoint.clone();
+    let common = [
+        "--config-file",
+        &mapping,
+        "--endpoint-url",
+        &endpoint,
+        "--region",
+        "us-east-1",
+    ];
+
+    let mut args = common.to_vec();
+    args.extend(["handle", pending.as_str(), running.as_str()]);
+    let output = registrar(&args).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("fargate-pending.json: waiting"), "{text}");
+    assert!(text.contains("fargate-running.json: registered"), "{text}");
+    let line = format!(
+        "  registered {}:8080 in {} (web)",
+        setup.task.ip, setup.group
+    );
+    assert!(text.contains(&line), "no {line:?} in {text}");
+
+    let sdk = Emulator::shared().sdk_config();
+    support::stop_task(&EcsClient::new(&sdk), &setup.cluster, &setup.task.task_arn).await;
+    let stopped = event_file(&scratch, &setup, "fargate-stopped-same-task.json");
+    let mut args = common.to_vec();
+    args.extend(["handle", "--output", "json", stopped.as_str()]);
+    let output = registrar(&args).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let summary: Value = serde_json::from_str(&stdout(&output)).expect("JSON summary");
+    assert_eq!(summary["outcome"], "deregistered");
+    assert_eq!(summary["changes"][0]["targets"][0]["port"], 8080);
+    let targets = support::registered_targets(&ElbClient::new(&sdk), &setup.group).await;
+    assert!(targets.is_empty(), "{targets:?}");
+}
+
+#[tokio::test]
+async fn handle_failure_exits_1_and_goes_on() {
+    let setup = setup().await;
+    let scratch = Scratch::new();
+    let mut mapping = setup.mapping.clone();
+    mapping["services"][0]["targetGroups"] = json!(["no-such-group"]);
+    let mapping = scratch.write("mapping.json", &mapping.to_string());
+    let broken = scratch.write("broken.json", "{ not json");
+    let running = event_file(&scratch, &setup, "fargate-running.json");
+    let ignored = scratch.write(
+        "service-action.json",
+        &support::fixture_event("service-action.json").to_string(),
+    );
+    let endpoint = Emulator::shared().endpoint.clone();
+
+    let output = registrar(&[
+        "--config-file",
+        &mapping,
+        "--endpoint-url",
+        &endpoint,
+        "--region",
+        "us-east-1",
+        "handle",
+        &broken,
+        &running,
+        &ignored,
+    ])
+    .await;
+
+    assert_eq!(output.status.code(), Some(1));
+    let errors = stderr(&output);
+    assert!(
+        errors.contains("broken.json: error: not valid JSON"),
+        "{errors}"
+    );
+    assert!(errors.contains("\"no-such-group\" not found"), "{errors}");
+    assert!(errors.contains(&setup.task.task_arn), "{errors}");
+    let text = stdout(&output);
+    assert!(text.contains("FAILED"), "{text}");
+    assert!(text.contains("service-action.json: ignored"), "{text}");
+}
