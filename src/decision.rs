@@ -2,6 +2,7 @@
 //!
 //! Nothing here calls AWS or knows SDK types, so every case is tested with plain values.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -186,6 +187,29 @@ fn place(
              cannot be load balancer targets by instance id)"
         )),
     }
+}
+
+/// Removes from a deregistration plan every IP target whose address another task holds now,
+/// according to `in_use` (address to task ARN). ECS gives a stopped task's address back to the
+/// subnet, where a new task can get it; a stop event delivered late, or replayed from the
+/// dead-letter queue, must not remove that new task's target.
+pub fn keep_reused_addresses(mut plan: Plan, in_use: &HashMap<String, String>) -> Plan {
+    let (kept, reused): (Vec<_>, Vec<_>) = plan
+        .placements
+        .into_iter()
+        .partition(|placement| !in_use.contains_key(&placement.target.id));
+    plan.placements = kept;
+    for placement in reused {
+        let owner = &in_use[&placement.target.id];
+        plan.unplaced.push(Unplaced {
+            service: placement.service,
+            reason: format!(
+                "address {} now belongs to running task {owner}; its target is left in place",
+                placement.target.id
+            ),
+        });
+    }
+    plan
 }
 
 #[cfg(test)]
@@ -396,6 +420,29 @@ mod tests {
                 .reason
                 .contains("no EC2 instance id")
         );
+    }
+
+    #[test]
+    fn reused_address_is_kept_registered() {
+        let app = service("app", "app", 8080, &["tg"]);
+        let admin = service("app-admin", "admin", 9080, &["tg-admin"]);
+        let plan = plan(
+            &awsvpc_task("10.0.1.5"),
+            &[&app, &admin],
+            None,
+            Lifecycle::Deregister,
+        );
+        let in_use = HashMap::from([("10.0.1.5".to_owned(), "arn:task/new".to_owned())]);
+        let kept = keep_reused_addresses(plan.clone(), &in_use);
+        assert!(kept.placements.is_empty());
+        assert_eq!(kept.unplaced.len(), 2);
+        assert!(
+            kept.unplaced[0]
+                .reason
+                .contains("belongs to running task arn:task/new")
+        );
+        let elsewhere = HashMap::from([("10.0.9.9".to_owned(), "arn:task/other".to_owned())]);
+        assert_eq!(keep_reused_addresses(plan.clone(), &elsewhere), plan);
     }
 
     #[test]

@@ -41,6 +41,20 @@ pub enum Error {
         source: ApiError,
     },
 
+    /// Listing a cluster's running tasks failed, so a released address may have a new owner.
+    #[error(
+        "ListTasks or DescribeTasks failed for cluster {cluster} while checking whether another \
+         task now holds the address of stopped task {task_arn}: {source}"
+    )]
+    ListRunningTasks {
+        /// The stopped task whose address was checked.
+        task_arn: String,
+        /// The cluster listed.
+        cluster: String,
+        /// The service's error.
+        source: ApiError,
+    },
+
     /// DescribeTasks returned an older version of the task than the event carries.
     #[error(
         "ECS has not caught up with the event for task {task_arn}: the event is version \
@@ -85,6 +99,7 @@ impl Error {
             Error::Payload(PayloadError::InvalidDetail(_)) => "InvalidTaskDetail",
             Error::DescribeTask { .. } => "DescribeTasksFailed",
             Error::DescribeContainerInstance { .. } => "DescribeContainerInstancesFailed",
+            Error::ListRunningTasks { .. } => "ListTasksFailed",
             Error::EcsBehindEvent { .. } => "EcsBehindEvent",
             Error::Unplaceable { .. } => "NoTargetForTask",
             Error::TargetGroups { .. } => "TargetGroupChangeFailed",

@@ -182,6 +182,7 @@ impl<E: Ecs, L: LoadBalancing> Registrar<E, L> {
         // NOTE: no instance lookup here: a bridge-mode task unknown to ECS keeps its targets
         // until a sweep removes them, because its container instance may be gone too.
         let plan = decision::plan(task, services, None, Lifecycle::Deregister);
+        let plan = self.keep_reused_addresses(task, plan, services).await?;
         self.deregister(task, plan, summary).await
     }
 
@@ -234,7 +235,10 @@ impl<E: Ecs, L: LoadBalancing> Registrar<E, L> {
                 let plan = self
                     .plan(current, cluster, &services, Lifecycle::Deregister)
                     .await?;
-                let plan = with_event_address(plan, task, &services);
+                let mut plan = with_event_address(plan, task, &services);
+                if current.address_released() {
+                    plan = self.keep_reused_addresses(task, plan, &services).await?;
+                }
                 self.deregister(task, plan, summary).await
             }
             (Lifecycle::Register, Lifecycle::Register) => {
@@ -296,6 +300,43 @@ impl<E: Ecs, L: LoadBalancing> Registrar<E, L> {
             instance_id.as_deref(),
             action,
         ))
+    }
+
+    /// Leaves out of a deregistration the addresses that a running task of the mapped clusters
+    /// holds now (see [`decision::keep_reused_addresses`]). Called only once ECS has released
+    /// the stopped task's address, since no other task can hold it before that.
+    ///
+    // NOTE: only IP targets are checked. A bridge-mode target (instance id and host port) whose
+    // static host port a new task on the same instance took over is still deregistered.
+    async fn keep_reused_addresses(
+        &self,
+        task: &Task,
+        plan: Plan,
+        services: &[&ServiceMapping],
+    ) -> Result<Plan, Error> {
+        if plan.placements.is_empty() {
+            return Ok(plan);
+        }
+        let mut clusters: Vec<&str> = services.iter().map(|s| s.cluster.as_str()).collect();
+        clusters.sort_unstable();
+        clusters.dedup();
+
+        let mut in_use = HashMap::new();
+        for cluster in clusters {
+            let running = self.ecs.running_tasks(cluster).await.map_err(|source| {
+                Error::ListRunningTasks {
+                    task_arn: task.task_arn.clone(),
+                    cluster: cluster.to_owned(),
+                    source,
+                }
+            })?;
+            for other in running.iter().filter(|other| other.id() != task.id()) {
+                if let Some(address) = other.ipv4() {
+                    in_use.insert(address.to_owned(), other.task_arn.clone());
+                }
+            }
+        }
+        Ok(decision::keep_reused_addresses(plan, &in_use))
     }
 
     /// Registers the planned targets, then closes the race with a concurrent stop.

@@ -72,6 +72,18 @@ impl Task {
             .or_else(|| self.containers.iter().find_map(|c| c.ipv4.as_deref()))
     }
 
+    /// Returns the task id, the last part of the ARN. The same task has an old (`task/ID`) and
+    /// a new (`task/CLUSTER/ID`) ARN format, so ids, not ARNs, say whether two tasks are one.
+    pub fn id(&self) -> &str {
+        task_id(&self.task_arn)
+    }
+
+    /// Whether ECS has released the task's network interface, so that its address may now
+    /// belong to another task.
+    pub fn address_released(&self) -> bool {
+        matches!(self.last_status.as_str(), "DEPROVISIONING" | "STOPPED")
+    }
+
     /// Finds a container by name.
     pub fn container(&self, name: &str) -> Option<&Container> {
         self.containers
@@ -121,6 +133,11 @@ impl<'a> Arn<'a> {
             resource: parts.next()?,
         })
     }
+}
+
+/// Returns the id of a task ARN: its last path segment.
+pub fn task_id(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or(arn)
 }
 
 /// Returns the cluster name of a cluster ARN (`...:cluster/NAME`), or the input when it is a

@@ -6,6 +6,7 @@
 
 use aws_sdk_ecs::operation::describe_container_instances::DescribeContainerInstancesOutput;
 use aws_sdk_ecs::operation::describe_tasks::DescribeTasksOutput;
+use aws_sdk_ecs::operation::list_tasks::{ListTasksError, ListTasksOutput};
 use aws_sdk_ecs::types::{
     Attachment, Container, ContainerInstance, Failure, KeyValuePair, NetworkBinding, Task,
 };
@@ -100,6 +101,20 @@ fn describe_sequence(tasks: Vec<Task>) -> Rule {
         }
     }
     builder.build()
+}
+
+/// ListTasks answering with the given task ARNs.
+fn list_running(arns: &[&str]) -> Rule {
+    let arns: Vec<String> = arns.iter().map(|arn| (*arn).to_owned()).collect();
+    mock!(aws_sdk_ecs::Client::list_tasks)
+        .sequence()
+        .output(move || {
+            ListTasksOutput::builder()
+                .set_task_arns(Some(arns.clone()))
+                .build()
+        })
+        .repeatedly()
+        .build()
 }
 
 fn register_ok() -> Rule {
@@ -238,6 +253,7 @@ async fn stop_requested_deregisters_with_exact_port() {
 #[tokio::test]
 async fn not_registered_counts_as_deregistered() {
     let describe = describe_sequence(vec![ecs_task("STOPPED", "STOPPED", 8, "10.0.1.5")]);
+    let listed = list_running(&[]);
     let deregister = mock!(aws_sdk_elasticloadbalancingv2::Client::deregister_targets)
         .sequence()
         .error(|| {
@@ -251,7 +267,7 @@ async fn not_registered_counts_as_deregistered() {
         .repeatedly()
         .build();
     let lookup = lookup_b();
-    let registrar = registrar(&[&describe], &[&deregister, &lookup]);
+    let registrar = registrar(&[&describe, &listed], &[&deregister, &lookup]);
     let summary = registrar
         .handle(&event("STOPPED", "STOPPED", 8, "10.0.1.5"), &env())
         .await
@@ -427,10 +443,11 @@ async fn ecs_behind_the_event_fails_for_retry() {
 #[tokio::test]
 async fn forged_running_event_for_stopped_task_registers_nothing() {
     let describe = describe_sequence(vec![ecs_task("STOPPED", "STOPPED", 8, "10.0.1.5")]);
+    let listed = list_running(&[]);
     let register = register_ok();
     let deregister = deregister_ok();
     let lookup = lookup_b();
-    let registrar = registrar(&[&describe], &[&register, &deregister, &lookup]);
+    let registrar = registrar(&[&describe, &listed], &[&register, &deregister, &lookup]);
     let summary = registrar
         .handle(&event("RUNNING", "RUNNING", 4, "10.0.1.5"), &env())
         .await
@@ -479,7 +496,8 @@ async fn stop_of_task_ecs_forgot_uses_event_address() {
         .repeatedly()
         .build();
     let lookup = lookup_b();
-    let registrar = registrar(&[&missing], &[&deregister, &lookup]);
+    let listed = list_running(&[]);
+    let registrar = registrar(&[&missing, &listed], &[&deregister, &lookup]);
     let summary = registrar
         .handle(&event("STOPPED", "STOPPED", 9, "10.0.7.7"), &env())
         .await
@@ -631,4 +649,91 @@ async fn wrong_container_name_fails_registration() {
             .contains("\"sidecar\" is not part of the task"),
         "{err}"
     );
+}
+
+const NEW_TASK: &str =
+    "arn:aws:ecs:us-east-1:123456789012:task/web/fedcba9876543210fedcba9876543210";
+
+#[tokio::test]
+async fn late_stop_keeps_address_a_new_task_holds() {
+    let stopped = mock!(aws_sdk_ecs::Client::describe_tasks)
+        .match_requests(|input| input.tasks() == [TASK.to_owned()])
+        .sequence()
+        .output(|| {
+            DescribeTasksOutput::builder()
+                .tasks(ecs_task("STOPPED", "STOPPED", 8, "10.0.1.5"))
+                .build()
+        })
+        .repeatedly()
+        .build();
+    // ECS gave the stopped task's address to a new task of the same service.
+    let newcomer = mock!(aws_sdk_ecs::Client::describe_tasks)
+        .match_requests(|input| input.tasks() == [NEW_TASK.to_owned()])
+        .sequence()
+        .output(|| {
+            let mut task = ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5");
+            task.task_arn = Some(NEW_TASK.to_owned());
+            DescribeTasksOutput::builder().tasks(task).build()
+        })
+        .repeatedly()
+        .build();
+    let listed = list_running(&[NEW_TASK]);
+    let deregister = deregister_ok();
+    let registrar = registrar(&[&stopped, &newcomer, &listed], &[&deregister]);
+
+    let summary = registrar
+        .handle(&event("STOPPED", "STOPPED", 8, "10.0.1.5"), &env())
+        .await
+        .expect("handled");
+
+    assert_eq!(deregister.num_calls(), 0);
+    assert!(summary.changes.is_empty(), "{summary:?}");
+    assert!(
+        summary.unplaced[0]
+            .reason
+            .contains(&format!("belongs to running task {NEW_TASK}")),
+        "{summary:?}"
+    );
+}
+
+#[tokio::test]
+async fn stop_requested_needs_no_reuse_check() {
+    // While lastStatus is RUNNING the task still holds its address, so ListTasks is not needed.
+    let describe = describe_sequence(vec![ecs_task("RUNNING", "STOPPED", 5, "10.0.1.5")]);
+    let listed = list_running(&[]);
+    let deregister = deregister_ok();
+    let lookup = lookup_b();
+    let registrar = registrar(&[&describe, &listed], &[&deregister, &lookup]);
+    registrar
+        .handle(&event("RUNNING", "STOPPED", 5, "10.0.1.5"), &env())
+        .await
+        .expect("deregistered");
+    assert_eq!(listed.num_calls(), 0);
+    assert_eq!(deregister.num_calls(), 2);
+}
+
+#[tokio::test]
+async fn failed_reuse_check_fails_the_invocation() {
+    let describe = describe_sequence(vec![ecs_task("STOPPED", "STOPPED", 8, "10.0.1.5")]);
+    let denied = mock!(aws_sdk_ecs::Client::list_tasks)
+        .sequence()
+        .error(|| {
+            ListTasksError::generic(
+                aws_sdk_ecs::error::ErrorMetadata::builder()
+                    .code("AccessDeniedException")
+                    .message("not authorized to perform: ecs:ListTasks")
+                    .build(),
+            )
+        })
+        .repeatedly()
+        .build();
+    let deregister = deregister_ok();
+    let registrar = registrar(&[&describe, &denied], &[&deregister]);
+    let err = registrar
+        .handle(&event("STOPPED", "STOPPED", 8, "10.0.1.5"), &env())
+        .await
+        .expect_err("an unchecked address is not removed");
+    assert_eq!(err.kind(), "ListTasksFailed");
+    assert!(err.to_string().contains("AccessDeniedException"), "{err}");
+    assert_eq!(deregister.num_calls(), 0);
 }

@@ -2,10 +2,11 @@
 
 use aws_sdk_ecs::Client;
 use aws_sdk_ecs::types as sdk;
+use aws_sdk_ecs::types::DesiredStatus;
 
 use super::{ApiError, Ecs, TaskLookup, api_error};
 use crate::event::is_eni_attachment;
-use crate::task::{Container, PortBinding, Task};
+use crate::task::{Container, PortBinding, Task, task_id};
 
 impl Ecs for Client {
     async fn describe_task(&self, cluster: &str, task_arn: &str) -> Result<TaskLookup, ApiError> {
@@ -35,6 +36,32 @@ impl Ecs for Client {
         Ok(TaskLookup::Missing { reason })
     }
 
+    async fn running_tasks(&self, cluster: &str) -> Result<Vec<Task>, ApiError> {
+        let mut arns = Vec::new();
+        let mut pages = self
+            .list_tasks()
+            .cluster(cluster)
+            .desired_status(DesiredStatus::Running)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            arns.extend(page.map_err(api_error)?.task_arns().iter().cloned());
+        }
+
+        let mut tasks = Vec::with_capacity(arns.len());
+        for batch in arns.chunks(DESCRIBE_TASKS_LIMIT) {
+            let output = self
+                .describe_tasks()
+                .cluster(cluster)
+                .set_tasks(Some(batch.to_vec()))
+                .send()
+                .await
+                .map_err(api_error)?;
+            tasks.extend(output.tasks().iter().map(task_from_sdk));
+        }
+        Ok(tasks)
+    }
+
     async fn ec2_instance_id(
         &self,
         cluster: &str,
@@ -55,9 +82,8 @@ impl Ecs for Client {
     }
 }
 
-fn task_id(arn: &str) -> &str {
-    arn.rsplit('/').next().unwrap_or(arn)
-}
+/// The most tasks one DescribeTasks call accepts.
+const DESCRIBE_TASKS_LIMIT: usize = 100;
 
 /// Converts a DescribeTasks task. ECS's `version` starts at 1, so the SDK's 0 for a missing
 /// value becomes `None`.

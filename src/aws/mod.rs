@@ -74,6 +74,13 @@ pub trait Ecs: Send + Sync {
         task_arn: &str,
     ) -> impl Future<Output = Result<TaskLookup, ApiError>> + Send;
 
+    /// Lists the tasks of `cluster` whose desiredStatus is RUNNING (ListTasks, every page),
+    /// described in batches of 100, the DescribeTasks limit.
+    fn running_tasks(
+        &self,
+        cluster: &str,
+    ) -> impl Future<Output = Result<Vec<Task>, ApiError>> + Send;
+
     /// Returns the EC2 instance id behind a container instance (DescribeContainerInstances),
     /// or `None` when ECS lists no instance id, as for ECS Anywhere instances.
     fn ec2_instance_id(
