@@ -1,6 +1,6 @@
 //! Pure decisions: what a task's state calls for, and which targets stand for it.
 //!
-//! Nothing here calls AWS or knows SDK types, so every case is tested with plain values.
+//! Nothing here calls AWS or uses SDK types, so every case is tested with plain values.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -39,8 +39,8 @@ const STOPPING_STATES: &[&str] = &["DEACTIVATING", "STOPPING", "DEPROVISIONING",
 /// Decides from `lastStatus` and `desiredStatus`.
 ///
 /// - desiredStatus STOPPED, or lastStatus DEACTIVATING, STOPPING, DEPROVISIONING or STOPPED:
-///   deregister. ECS flips desiredStatus first, so a stop is acted on while lastStatus still
-///   says RUNNING.
+///   deregister. ECS flips desiredStatus first, so a stop is acted on while lastStatus is
+///   still RUNNING.
 /// - lastStatus RUNNING with desiredStatus RUNNING: register.
 /// - everything else (PROVISIONING, PENDING, ACTIVATING, desiredStatus PENDING, and states
 ///   ECS may add later): wait, because registering an address before the task runs is the
@@ -109,9 +109,9 @@ pub fn needs_instance_id(task: &Task) -> bool {
 ///
 /// In awsvpc mode the target is the task's IPv4 address on the entry's container port. In
 /// bridge and host mode it is the container instance's EC2 instance id (`instance_id`) on the
-/// host port that ECS published for that container port. When registering, the entry's
-/// container must be part of the task; when deregistering it need not be, since a stop event
-/// may list fewer containers and removing a target is harmless.
+/// host port that ECS published for that container port. Registration requires the entry's
+/// container to be part of the task. Deregistration does not, because a stop event may list
+/// fewer containers and removing a target is harmless.
 pub fn plan(
     task: &Task,
     services: &[&ServiceMapping],
@@ -400,7 +400,7 @@ mod tests {
     }
 
     #[test]
-    fn bridge_task_without_binding_or_instance_id_is_unplaced() {
+    fn bridge_task_without_host_port_or_instance() {
         let wrong_port = service("web", "nginx", 8080, &["tg"]);
         let plan_port = plan(
             &bridge_task(),

@@ -160,9 +160,9 @@ impl<E: Ecs, L: LoadBalancing> Registrar<E, L> {
         }
     }
 
-    /// Handles a task that DescribeTasks does not know. Nothing is registered for it; a stop
-    /// event still removes the address the event carries, since a task stopped more than
-    /// about an hour ago is no longer described.
+    /// Handles a task that DescribeTasks does not return. Nothing is registered for it. A stop
+    /// event still removes the address the event carries, because ECS stops describing a task
+    /// about an hour after it stopped.
     async fn on_missing_task(
         &self,
         event: &TaskEvent,

@@ -1,7 +1,7 @@
 //! The registrar's own view of an ECS task, built from an event or from DescribeTasks.
 //!
 //! Both sources are reduced to this one type so that the decision logic is written once and
-//! never sees SDK or serde types.
+//! never uses SDK or serde types.
 
 /// An ECS task as far as target registration needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -89,7 +89,7 @@ fn ecs_task(last: &str, desired: &str, version: i64, ip: &str) -> Task {
         .build()
 }
 
-/// DescribeTasks answering with each task in turn, the last one for every later call.
+/// DescribeTasks returning each task in turn, then the last one for every later call.
 fn describe_sequence(tasks: Vec<Task>) -> Rule {
     let mut builder = mock!(aws_sdk_ecs::Client::describe_tasks).sequence();
     let count = tasks.len();
@@ -103,7 +103,7 @@ fn describe_sequence(tasks: Vec<Task>) -> Rule {
     builder.build()
 }
 
-/// ListTasks answering with the given task ARNs.
+/// ListTasks returning the given task ARNs.
 fn list_running(arns: &[&str]) -> Rule {
     let arns: Vec<String> = arns.iter().map(|arn| (*arn).to_owned()).collect();
     mock!(aws_sdk_ecs::Client::list_tasks)
@@ -313,7 +313,7 @@ async fn stop_during_registration_is_rolled_back() {
 }
 
 #[tokio::test]
-async fn access_denied_in_one_group_still_registers_the_other() {
+async fn access_denied_spares_other_group() {
     let describe = describe_sequence(vec![ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5")]);
     let denied = mock!(aws_sdk_elasticloadbalancingv2::Client::register_targets)
         .match_requests(|input| input.target_group_arn() == Some(TG_A))

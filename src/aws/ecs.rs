@@ -82,7 +82,7 @@ impl Ecs for Client {
     }
 }
 
-/// The most tasks one DescribeTasks call accepts.
+/// The maximum number of tasks one DescribeTasks call accepts.
 const DESCRIBE_TASKS_LIMIT: usize = 100;
 
 /// Converts a DescribeTasks task. ECS's `version` starts at 1, so the SDK's 0 for a missing

@@ -56,7 +56,7 @@ impl ApiError {
 /// What DescribeTasks returned for one task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskLookup {
-    /// ECS knows the task; this is its current state.
+    /// The task's current state, as DescribeTasks returned it.
     Found(Box<Task>),
     /// ECS does not know the task (never existed, or stopped more than about an hour ago).
     Missing {
