@@ -200,7 +200,7 @@ pub fn keep_reused_addresses(mut plan: Plan, in_use: &HashMap<String, String>) -
         .partition(|placement| !in_use.contains_key(&placement.target.id));
     plan.placements = kept;
     for placement in reused {
-        let owner = &in_use[&placement.target.id];
+        let owner = in_use.get(&placement.target.id).map_or("", String::as_str);
         plan.unplaced.push(Unplaced {
             service: placement.service,
             reason: format!(

@@ -483,6 +483,13 @@ impl<E: Ecs, L: LoadBalancing> Registrar<E, L> {
             Err(err) => {
                 let step = step_name(action);
                 error!(task_arn = %task.task_arn, target_group = %arn, target = %listed, error = %err, "{step} failed");
+                if let TargetGroupRef::Name(name) = &group {
+                    if err.is("TargetGroupNotFound") {
+                        // The group was deleted, perhaps recreated under the same name with a
+                        // new ARN: look the name up again on the retry.
+                        self.resolved.lock().await.remove(name);
+                    }
+                }
                 change.error = Some(format!("{step} failed: {err}"));
             }
         }

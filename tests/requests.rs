@@ -737,3 +737,38 @@ async fn failed_reuse_check_fails_the_invocation() {
     assert!(err.to_string().contains("AccessDeniedException"), "{err}");
     assert_eq!(deregister.num_calls(), 0);
 }
+
+#[tokio::test]
+async fn vanished_group_name_is_looked_up_again() {
+    let describe = describe_sequence(vec![ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5")]);
+    let register_a = mock!(aws_sdk_elasticloadbalancingv2::Client::register_targets)
+        .match_requests(|input| input.target_group_arn() == Some(TG_A))
+        .sequence()
+        .output(|| RegisterTargetsOutput::builder().build())
+        .repeatedly()
+        .build();
+    let gone = mock!(aws_sdk_elasticloadbalancingv2::Client::register_targets)
+        .match_requests(|input| input.target_group_arn() == Some(TG_B))
+        .sequence()
+        .error(|| {
+            RegisterTargetsError::generic(
+                ErrorMetadata::builder()
+                    .code("TargetGroupNotFound")
+                    .message("One or more target groups not found")
+                    .build(),
+            )
+        })
+        .repeatedly()
+        .build();
+    let lookup = lookup_b();
+    let registrar = registrar(&[&describe], &[&register_a, &gone, &lookup]);
+
+    for _ in 0..2 {
+        let err = registrar
+            .handle(&event("RUNNING", "RUNNING", 4, "10.0.1.5"), &env())
+            .await
+            .expect_err("the group is gone");
+        assert!(err.to_string().contains("TargetGroupNotFound"), "{err}");
+    }
+    assert_eq!(lookup.num_calls(), 2);
+}
