@@ -8,6 +8,7 @@
 //! - [`event`]: parsing of the invocation payload and the task event's detail.
 //! - [`task`]: the registrar's own view of a task, from an event or from DescribeTasks.
 //! - [`decision`]: pure decisions: wait, register or deregister, and which targets.
+//! - [`health`]: when a registered target counts as healthy, and the CLI's wait for it.
 //! - [`registrar`]: the handler logic: confirm with ECS, change target groups, summarise.
 //! - [`aws`]: the seam to ECS and ELBv2, and the SDK configuration.
 //! - [`handler`]: the Lambda entry point's logic.
@@ -19,6 +20,7 @@ pub mod decision;
 pub mod error;
 pub mod event;
 pub mod handler;
+pub mod health;
 pub mod registrar;
 pub mod summary;
 pub mod task;

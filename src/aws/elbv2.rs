@@ -5,6 +5,7 @@ use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
 
 use super::{ApiError, LoadBalancing, api_error};
 use crate::decision::Target;
+use crate::health::Observation;
 
 impl LoadBalancing for Client {
     async fn register_targets(
@@ -33,6 +34,46 @@ impl LoadBalancing for Client {
             .await
             .map_err(api_error)?;
         Ok(())
+    }
+
+    async fn describe_target_health(
+        &self,
+        target_group_arn: &str,
+        targets: &[Target],
+    ) -> Result<Vec<(Target, Observation)>, ApiError> {
+        let output = self
+            .describe_target_health()
+            .target_group_arn(target_group_arn)
+            .set_targets(Some(descriptions(targets)))
+            .send()
+            .await
+            .map_err(api_error)?;
+        Ok(output
+            .target_health_descriptions()
+            .iter()
+            .filter_map(|description| {
+                let target = description.target()?;
+                let port = target.port().and_then(|port| u16::try_from(port).ok())?;
+                let health = description.target_health();
+                let observation = Observation {
+                    state: health
+                        .and_then(|h| h.state())
+                        .map(|state| state.as_str().to_owned())
+                        .unwrap_or_default(),
+                    reason: health
+                        .and_then(|h| h.reason())
+                        .map(|reason| reason.as_str().to_owned()),
+                    description: health.and_then(|h| h.description()).map(str::to_owned),
+                };
+                Some((
+                    Target {
+                        id: target.id()?.to_owned(),
+                        port,
+                    },
+                    observation,
+                ))
+            })
+            .collect())
     }
 
     async fn target_group_arn(&self, name: &str) -> Result<Option<String>, ApiError> {

@@ -17,6 +17,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
 use crate::decision::Target;
+use crate::health::Observation;
 use crate::task::Task;
 
 /// Attempts per AWS call, the first included. ELBv2 throttles per account and region, so a
@@ -107,6 +108,14 @@ pub trait LoadBalancing: Send + Sync {
         target_group_arn: &str,
         targets: &[Target],
     ) -> impl Future<Output = Result<(), ApiError>> + Send;
+
+    /// Returns the health of the given targets (DescribeTargetHealth), one entry per target
+    /// that ELB reports on.
+    fn describe_target_health(
+        &self,
+        target_group_arn: &str,
+        targets: &[Target],
+    ) -> impl Future<Output = Result<Vec<(Target, Observation)>, ApiError>> + Send;
 
     /// Looks up a target group's ARN by name (DescribeTargetGroups); `None` when there is no
     /// such group.
