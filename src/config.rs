@@ -28,6 +28,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use crate::health::HealthSettings;
 use crate::task::{Arn, Task, cluster_name};
 
 /// Environment variable holding the mapping as a JSON document.
@@ -255,6 +256,27 @@ impl Config {
         if problems.is_empty() {
             Ok(Config { services: mappings })
         } else {
+            Err(ConfigError { problems })
+        }
+    }
+}
+
+/// Reads everything the function is configured with: the service mapping and the health-wait
+/// settings (see [`HealthSettings::from_lookup`]).
+///
+/// # Errors
+///
+/// One [`ConfigError`] listing the problems of both, so one deployment shows them all.
+pub fn load(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<(Config, HealthSettings), ConfigError> {
+    let mapping = Config::from_lookup(&lookup);
+    let health = HealthSettings::from_lookup(&lookup);
+    match (mapping, health) {
+        (Ok(mapping), Ok(health)) => Ok((mapping, health)),
+        (mapping, health) => {
+            let mut problems = mapping.err().map(|err| err.problems).unwrap_or_default();
+            problems.extend(health.err().unwrap_or_default());
             Err(ConfigError { problems })
         }
     }

@@ -81,6 +81,16 @@ pub enum Error {
         summary: Box<Summary>,
     },
 
+    /// The targets were registered but a health-wait execution could not be started; the
+    /// retry registers again (harmlessly) and starts it under the same name.
+    #[error("{message}")]
+    HealthWait {
+        /// Every failed start, with target group and cause.
+        message: String,
+        /// What was decided and done.
+        summary: Box<Summary>,
+    },
+
     /// One or more target group changes failed; the others were still made.
     #[error("{message}")]
     TargetGroups {
@@ -103,15 +113,16 @@ impl Error {
             Error::EcsBehindEvent { .. } => "EcsBehindEvent",
             Error::Unplaceable { .. } => "NoTargetForTask",
             Error::TargetGroups { .. } => "TargetGroupChangeFailed",
+            Error::HealthWait { .. } => "StartExecutionFailed",
         }
     }
 
     /// The summary of what was done before the failure, when the failure came that late.
     pub fn summary(&self) -> Option<&Summary> {
         match self {
-            Error::Unplaceable { summary, .. } | Error::TargetGroups { summary, .. } => {
-                Some(summary)
-            }
+            Error::Unplaceable { summary, .. }
+            | Error::TargetGroups { summary, .. }
+            | Error::HealthWait { summary, .. } => Some(summary),
             _ => None,
         }
     }

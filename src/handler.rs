@@ -4,7 +4,7 @@ use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 use tracing::error;
 
-use crate::aws::{Ecs, LoadBalancing};
+use crate::aws::{Ecs, LoadBalancing, Workflows};
 use crate::error::Error;
 use crate::registrar::{Environment, Registrar};
 use crate::summary::Summary;
@@ -16,9 +16,9 @@ use crate::summary::Summary;
 ///
 /// As [`Registrar::handle`]; the runtime turns the error into a failed invocation, which
 /// Lambda retries and then sends to the dead-letter queue.
-pub async fn function_handler<E: Ecs, L: LoadBalancing>(
+pub async fn function_handler<E: Ecs, L: LoadBalancing, W: Workflows>(
     event: LambdaEvent<Value>,
-    registrar: &Registrar<E, L>,
+    registrar: &Registrar<E, L, W>,
     env: &Environment,
 ) -> Result<Summary, Error> {
     let env = env

@@ -55,6 +55,145 @@ impl Timing {
     }
 }
 
+/// What the state machine does when a wait fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Leave the target registered and only report the failure.
+    #[default]
+    None,
+    /// Deregister the targets before failing.
+    Deregister,
+}
+
+/// Environment variable with the health-wait state machine's ARN; unset turns the wait off.
+pub const STATE_MACHINE_ENV: &str = "HEALTH_STATE_MACHINE_ARN";
+/// Environment variable choosing the action on a failed wait: `none` or `deregister`.
+pub const ON_FAILURE_ENV: &str = "HEALTH_ON_FAILURE";
+/// Environment variables overriding [`Timing`]'s fields, in seconds and rounds.
+pub const TIMING_ENV: [&str; 4] = [
+    "HEALTH_INITIAL_DELAY_SECONDS",
+    "HEALTH_POLL_INTERVAL_SECONDS",
+    "HEALTH_GRACE_PERIOD_SECONDS",
+    "HEALTH_MAX_ROUNDS",
+];
+/// The most rounds one wait may take. A Standard workflow keeps at most 25,000 history events,
+/// and one round of one target costs about a dozen (Wait, Task and Choice states entered and
+/// exited, the Task's scheduled, started and succeeded events, and a Pass for the counters).
+/// 500 rounds leave room for a few targets per execution.
+pub const MAX_ROUNDS_LIMIT: u32 = 500;
+
+/// Settings for starting the health-wait state machine after a registration.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HealthSettings {
+    /// The state machine to start; `None` turns health confirmation off.
+    pub state_machine_arn: Option<String>,
+    /// What the state machine does when the wait fails.
+    pub on_failure: OnFailure,
+    /// How long and how often it waits.
+    pub timing: Timing,
+}
+
+impl HealthSettings {
+    /// Reads the settings from the environment through `lookup`, every value checked.
+    ///
+    /// # Errors
+    ///
+    /// One message per invalid variable, naming it and its value.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut settings = HealthSettings::default();
+
+        if let Some(arn) = lookup(STATE_MACHINE_ENV).filter(|v| !v.trim().is_empty()) {
+            let valid = crate::task::Arn::parse(&arn).is_some_and(|parts| {
+                parts.service == "states"
+                    && parts
+                        .resource
+                        .strip_prefix("stateMachine:")
+                        .is_some_and(|name| !name.is_empty())
+            });
+            if valid {
+                settings.state_machine_arn = Some(arn);
+            } else {
+                problems.push(format!(
+                    "{STATE_MACHINE_ENV}: {arn:?} is not a state machine ARN \
+                     (arn:aws:states:REGION:ACCOUNT:stateMachine:NAME); unset it to turn health confirmation off"
+                ));
+            }
+        }
+        match lookup(ON_FAILURE_ENV).as_deref().map(str::trim) {
+            None | Some("") | Some("none") => {}
+            Some("deregister") => settings.on_failure = OnFailure::Deregister,
+            Some(other) => problems.push(format!(
+                "{ON_FAILURE_ENV}: {other:?} is not an action; use \"none\" or \"deregister\""
+            )),
+        }
+
+        let timing = &mut settings.timing;
+        let fields = [
+            (&mut timing.initial_delay_seconds, 0, 3_600),
+            (&mut timing.poll_interval_seconds, 1, 3_600),
+            (&mut timing.grace_period_seconds, 0, 86_400),
+            (&mut timing.max_rounds, 1, MAX_ROUNDS_LIMIT),
+        ];
+        for ((field, low, high), name) in fields.into_iter().zip(TIMING_ENV) {
+            let Some(text) = lookup(name).filter(|v| !v.trim().is_empty()) else {
+                continue;
+            };
+            match text.trim().parse::<u32>() {
+                Ok(value) if (low..=high).contains(&value) => *field = value,
+                _ => problems.push(format!(
+                    "{name}: {text:?} is invalid; use a whole number from {low} to {high}"
+                )),
+            }
+        }
+
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// Names the health-wait execution for one registration, the same for every delivery of the
+/// same event: the task id, the event's trigger tag (its task version, or a hash of its id),
+/// and a hash of the target group ARN. A duplicate event then asks for an execution that
+/// already exists, so no second wait loop starts. Step Functions allows 80 characters from
+/// `[A-Za-z0-9_-]`.
+pub fn execution_name(task_id: &str, trigger: &str, target_group_arn: &str) -> String {
+    let clean = |text: &str, max: usize| -> String {
+        text.chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .take(max)
+            .collect()
+    };
+    format!(
+        "{}-{}-{:016x}",
+        clean(task_id, 40),
+        clean(trigger, 20),
+        fnv1a(target_group_arn)
+    )
+}
+
+/// Returns the trigger tag of an event for [`execution_name`]: `v` and the task version when
+/// the event carries one (duplicates carry the same version), else `e` and a hash of the
+/// EventBridge event id, else `v0`.
+pub fn trigger_tag(version: Option<i64>, event_id: Option<&str>) -> String {
+    match (version, event_id) {
+        (Some(version), _) => format!("v{version}"),
+        (None, Some(id)) => format!("e{:016x}", fnv1a(id)),
+        (None, None) => "v0".to_owned(),
+    }
+}
+
+/// 64-bit FNV-1a: a short, stable hash for names, not for security.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// One DescribeTargetHealth result for one target.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Observation {
@@ -316,6 +455,103 @@ mod tests {
             judge(&seen("unavailable", None), 6, &TIMING),
             Verdict::Failed(Failure::TimedOut)
         );
+    }
+
+    #[test]
+    fn execution_names_are_stable_and_valid() {
+        let tg =
+            "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123456789abcdef";
+        let name = execution_name("c13b4cb40f1f4fe4a2971f76ae5a47ad", "v4", tg);
+        assert_eq!(
+            name,
+            execution_name("c13b4cb40f1f4fe4a2971f76ae5a47ad", "v4", tg)
+        );
+        assert_ne!(
+            name,
+            execution_name("c13b4cb40f1f4fe4a2971f76ae5a47ad", "v5", tg)
+        );
+        assert_ne!(
+            name,
+            execution_name("c13b4cb40f1f4fe4a2971f76ae5a47ad", "v4", "arn:other")
+        );
+        assert!(name.len() <= 80, "{name}");
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
+        let odd = execution_name(&"x:y/z".repeat(30), &"#".repeat(30), tg);
+        assert!(odd.len() <= 80, "{odd}");
+        assert!(
+            odd.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
+    }
+
+    #[test]
+    fn trigger_prefers_the_task_version() {
+        assert_eq!(trigger_tag(Some(4), Some("abc")), "v4");
+        assert_eq!(
+            trigger_tag(None, Some("abc")),
+            trigger_tag(None, Some("abc"))
+        );
+        assert!(trigger_tag(None, Some("abc")).starts_with('e'));
+        assert_eq!(trigger_tag(None, None), "v0");
+    }
+
+    #[test]
+    fn settings_default_to_off() {
+        let settings = HealthSettings::from_lookup(|_| None).expect("valid");
+        assert_eq!(settings, HealthSettings::default());
+        assert_eq!(settings.state_machine_arn, None);
+    }
+
+    #[test]
+    fn settings_read_every_variable() {
+        let values = std::collections::HashMap::from([
+            (
+                STATE_MACHINE_ENV,
+                "arn:aws:states:us-east-1:123456789012:stateMachine:health-wait",
+            ),
+            (ON_FAILURE_ENV, "deregister"),
+            ("HEALTH_INITIAL_DELAY_SECONDS", "30"),
+            ("HEALTH_POLL_INTERVAL_SECONDS", "15"),
+            ("HEALTH_GRACE_PERIOD_SECONDS", "60"),
+            ("HEALTH_MAX_ROUNDS", "24"),
+        ]);
+        let settings =
+            HealthSettings::from_lookup(|name| values.get(name).map(|v| (*v).to_owned()))
+                .expect("valid");
+        assert_eq!(settings.on_failure, OnFailure::Deregister);
+        assert_eq!(
+            settings.timing,
+            Timing {
+                initial_delay_seconds: 30,
+                poll_interval_seconds: 15,
+                grace_period_seconds: 60,
+                max_rounds: 24
+            }
+        );
+    }
+
+    #[test]
+    fn settings_report_every_bad_value() {
+        let values = std::collections::HashMap::from([
+            (
+                STATE_MACHINE_ENV,
+                "arn:aws:lambda:us-east-1:123456789012:function:x",
+            ),
+            (ON_FAILURE_ENV, "panic"),
+            ("HEALTH_POLL_INTERVAL_SECONDS", "0"),
+            ("HEALTH_MAX_ROUNDS", "25000"),
+        ]);
+        let problems =
+            HealthSettings::from_lookup(|name| values.get(name).map(|v| (*v).to_owned()))
+                .expect_err("invalid");
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        assert!(problems[0].contains("is not a state machine ARN"));
+        assert!(problems[1].contains("\"panic\" is not an action"));
+        assert!(problems[2].contains("HEALTH_POLL_INTERVAL_SECONDS: \"0\" is invalid"));
+        assert!(problems[3].contains("from 1 to 500"));
     }
 
     #[test]

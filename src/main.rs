@@ -1,9 +1,10 @@
-//! The Lambda function: reads the service mapping, builds the AWS clients once, then serves
+//! The Lambda function: reads its configuration, builds the AWS clients once, then serves
 //! ECS Task State Change events until the runtime shuts it down.
 
 use ecs_target_registrar::aws::load_sdk_config;
+use ecs_target_registrar::config;
 use ecs_target_registrar::handler::function_handler;
-use ecs_target_registrar::{Config, Environment, Registrar};
+use ecs_target_registrar::{Environment, Registrar};
 use lambda_runtime::{LambdaEvent, service_fn, tracing};
 use serde_json::Value;
 
@@ -11,8 +12,9 @@ use serde_json::Value;
 async fn main() -> Result<(), lambda_runtime::Error> {
     tracing::init_default_subscriber();
 
-    // A bad mapping fails the init phase, before any event is taken, with every problem listed.
-    let config = Config::from_env()
+    // A bad configuration fails the init phase, before any event is taken, with every problem
+    // listed.
+    let (mapping, health) = config::load(|name| std::env::var(name).ok())
         .inspect_err(|err| tracing::error!(error = %err, "invalid configuration"))?;
 
     let sdk = load_sdk_config(None, None).await;
@@ -21,10 +23,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         account: None,
     };
     let registrar = Registrar::new(
-        config,
+        mapping,
         aws_sdk_ecs::Client::new(&sdk),
         aws_sdk_elasticloadbalancingv2::Client::new(&sdk),
-    );
+    )
+    .with_health_wait(aws_sdk_sfn::Client::new(&sdk), health);
 
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         function_handler(event, &registrar, &env)

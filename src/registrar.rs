@@ -7,16 +7,19 @@
 use std::collections::{BTreeMap, HashMap};
 
 use futures::future::join_all;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tracing::{error, info, warn};
 
-use crate::aws::{ApiError, Ecs, LoadBalancing, TaskLookup};
+use crate::aws::{ApiError, Ecs, LoadBalancing, NoWorkflows, Started, TaskLookup, Workflows};
 use crate::config::{Config, ServiceMapping, TargetGroupRef};
 use crate::decision::{self, Lifecycle, Placement, Plan, Target};
 use crate::error::Error;
 use crate::event::{self, Invocation, TaskEvent};
-use crate::summary::{Change, ChangeResult, Outcome, Status, Summary};
+use crate::health::{self, HealthSettings};
+use crate::summary::{
+    Change, ChangeResult, HealthCheck, HealthCheckResult, Outcome, Status, Summary,
+};
 use crate::task::{Arn, Task};
 
 /// Facts about the running function that an event cannot forge.
@@ -39,26 +42,51 @@ impl Environment {
 }
 
 /// Registers and deregisters ECS tasks' targets; one per process, shared by all invocations.
-pub struct Registrar<E, L> {
+pub struct Registrar<E, L, W = NoWorkflows> {
     config: Config,
     ecs: E,
     elb: L,
+    sfn: W,
+    health: HealthSettings,
     /// Target group ARNs already looked up by name. A name resolves to the same ARN for the
     /// life of the group, so one DescribeTargetGroups per name per process is enough.
     resolved: Mutex<HashMap<String, String>>,
 }
 
 impl<E: Ecs, L: LoadBalancing> Registrar<E, L> {
-    /// Creates a registrar over a validated mapping and the two AWS seams.
+    /// Creates a registrar over a validated mapping and the two AWS seams, without health
+    /// confirmation.
     pub fn new(config: Config, ecs: E, elb: L) -> Self {
         Registrar {
             config,
             ecs,
             elb,
+            sfn: NoWorkflows,
+            health: HealthSettings::default(),
             resolved: Mutex::new(HashMap::new()),
         }
     }
+}
 
+impl<E, L, W> Registrar<E, L, W> {
+    /// Starts the health-wait state machine after each registration, when `health` names one.
+    pub fn with_health_wait<S: Workflows>(
+        self,
+        sfn: S,
+        health: HealthSettings,
+    ) -> Registrar<E, L, S> {
+        Registrar {
+            config: self.config,
+            ecs: self.ecs,
+            elb: self.elb,
+            sfn,
+            health,
+            resolved: self.resolved,
+        }
+    }
+}
+
+impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
     /// The mapping in use.
     pub fn config(&self) -> &Config {
         &self.config
@@ -251,7 +279,9 @@ impl<E: Ecs, L: LoadBalancing> Registrar<E, L> {
                 let plan = self
                     .plan(current, cluster, &services, Lifecycle::Register)
                     .await?;
-                self.register(current, cluster, plan, summary).await
+                let trigger = health::trigger_tag(task.version, event.id.as_deref());
+                self.register(current, cluster, plan, &trigger, summary)
+                    .await
             }
             (_, Lifecycle::Register) => {
                 warn!(task_arn = %task.task_arn, "nothing deregistered: the event says the task is stopping but ECS reports it running");
@@ -352,6 +382,7 @@ impl<E: Ecs, L: LoadBalancing> Registrar<E, L> {
         task: &Task,
         cluster: &str,
         plan: Plan,
+        trigger: &str,
         mut summary: Summary,
     ) -> Result<Summary, Error> {
         for unplaced in &plan.unplaced {
@@ -389,6 +420,9 @@ impl<E: Ecs, L: LoadBalancing> Registrar<E, L> {
 
         summary.outcome = Outcome::Registered;
         summary.reason = "ECS reports the task RUNNING; its targets are registered".into();
+        summary.health_checks = self
+            .start_health_waits(task, trigger, &summary.changes)
+            .await;
         let mut summary = finish(summary, task, Lifecycle::Register)?;
         if summary.unplaced.is_empty() {
             return Ok(summary);
@@ -405,6 +439,73 @@ impl<E: Ecs, L: LoadBalancing> Registrar<E, L> {
             reasons: reasons.join("; "),
             summary: Box::new(summary),
         })
+    }
+
+    /// Starts one health-wait execution per target group that was just registered, when a
+    /// state machine is configured. Duplicate events ask for the same execution names, so they
+    /// start no second loop.
+    async fn start_health_waits(
+        &self,
+        task: &Task,
+        trigger: &str,
+        changes: &[Change],
+    ) -> Vec<HealthCheck> {
+        let Some(state_machine) = self.health.state_machine_arn.as_deref() else {
+            return Vec::new();
+        };
+        let starts = changes
+            .iter()
+            .filter(|change| change.result == ChangeResult::Registered)
+            .filter_map(|change| Some((change.target_group_arn.as_deref()?, &change.targets)))
+            .map(|(group, targets)| {
+                self.start_health_wait(state_machine, task, trigger, group, targets)
+            });
+        join_all(starts).await
+    }
+
+    async fn start_health_wait(
+        &self,
+        state_machine: &str,
+        task: &Task,
+        trigger: &str,
+        target_group_arn: &str,
+        targets: &[Target],
+    ) -> HealthCheck {
+        let name = health::execution_name(task.id(), trigger, target_group_arn);
+        let input = json!({
+            "targetGroupArn": target_group_arn,
+            "targets": targets.iter().map(|t| json!({"Id": t.id, "Port": t.port})).collect::<Vec<_>>(),
+            "taskArn": task.task_arn,
+            "timing": self.health.timing,
+            "onFailure": self.health.on_failure,
+        });
+        let mut check = HealthCheck {
+            target_group_arn: target_group_arn.to_owned(),
+            execution_name: name.clone(),
+            execution_arn: None,
+            result: HealthCheckResult::Failed,
+            error: None,
+        };
+        match self
+            .sfn
+            .start_execution(state_machine, &name, &input.to_string())
+            .await
+        {
+            Ok(Started::Execution { execution_arn }) => {
+                info!(task_arn = %task.task_arn, target_group = %target_group_arn, target = %list_targets(targets), execution = %execution_arn, "started health wait");
+                check.execution_arn = Some(execution_arn);
+                check.result = HealthCheckResult::Started;
+            }
+            Ok(Started::AlreadyExists) => {
+                info!(task_arn = %task.task_arn, target_group = %target_group_arn, execution = %name, "health wait already started for this event");
+                check.result = HealthCheckResult::AlreadyStarted;
+            }
+            Err(err) => {
+                error!(task_arn = %task.task_arn, target_group = %target_group_arn, execution = %name, error = %err, "StartExecution failed");
+                check.error = Some(format!("StartExecution of {name} failed: {err}"));
+            }
+        }
+        check
     }
 
     async fn deregister(
@@ -561,7 +662,7 @@ fn finish(mut summary: Summary, task: &Task, action: Lifecycle) -> Result<Summar
     if !summary.has_failures() {
         return Ok(summary);
     }
-    let failures: Vec<String> = summary
+    let mut failures: Vec<String> = summary
         .changes
         .iter()
         .filter(|change| change.result == ChangeResult::Failed)
@@ -574,15 +675,41 @@ fn finish(mut summary: Summary, task: &Task, action: Lifecycle) -> Result<Summar
             )
         })
         .collect();
+    let failed_groups = failures.len();
+    failures.extend(
+        summary
+            .health_checks
+            .iter()
+            .filter(|check| check.result == HealthCheckResult::Failed)
+            .map(|check| {
+                format!(
+                    "health wait for target group {}: {}",
+                    check.target_group_arn,
+                    check.error.as_deref().unwrap_or("failed")
+                )
+            }),
+    );
+    summary.outcome = Outcome::Failed;
+    if failed_groups == 0 {
+        let message = format!(
+            "task {} is registered, but its health wait could not be started: {}",
+            task.task_arn,
+            failures.join("; ")
+        );
+        summary.reason = message.clone();
+        return Err(Error::HealthWait {
+            message,
+            summary: Box::new(summary),
+        });
+    }
     let message = format!(
         "{} of task {} failed in {} of {} target groups: {}",
         step_name(action),
         task.task_arn,
-        failures.len(),
+        failed_groups,
         summary.changes.len(),
         failures.join("; ")
     );
-    summary.outcome = Outcome::Failed;
     summary.reason = message.clone();
     Err(Error::TargetGroups {
         message,

@@ -89,6 +89,36 @@ pub struct Change {
     pub error: Option<String>,
 }
 
+/// The result of starting one health-wait execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum HealthCheckResult {
+    /// The execution was started (or the same start was repeated).
+    Started,
+    /// An execution of that name existed already: a duplicate event.
+    AlreadyStarted,
+    /// StartExecution failed; `error` says why.
+    Failed,
+}
+
+/// One health-wait execution started for one target group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// The target group whose targets the execution waits for.
+    pub target_group_arn: String,
+    /// The execution's deterministic name.
+    pub execution_name: String,
+    /// The execution's ARN, when Step Functions returned one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub execution_arn: Option<String>,
+    /// What happened.
+    pub result: HealthCheckResult,
+    /// The service's error, when `result` is `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// Everything one invocation decided and did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -112,6 +142,9 @@ pub struct Summary {
     /// Mapping entries that matched but yielded no target.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unplaced: Vec<Unplaced>,
+    /// Health-wait executions started after the registration.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub health_checks: Vec<HealthCheck>,
 }
 
 impl Summary {
@@ -125,13 +158,18 @@ impl Summary {
             ecs_status: None,
             changes: Vec::new(),
             unplaced: Vec::new(),
+            health_checks: Vec::new(),
         }
     }
 
-    /// Whether any target group change failed.
+    /// Whether any target group change, or any start of a health wait, failed.
     pub fn has_failures(&self) -> bool {
         self.changes
             .iter()
             .any(|change| change.result == ChangeResult::Failed)
+            || self
+                .health_checks
+                .iter()
+                .any(|check| check.result == HealthCheckResult::Failed)
     }
 }

@@ -772,3 +772,211 @@ async fn vanished_group_name_is_looked_up_again() {
     }
     assert_eq!(lookup.num_calls(), 2);
 }
+
+const STATE_MACHINE: &str = "arn:aws:states:us-east-1:123456789012:stateMachine:health-wait";
+
+fn health_settings() -> ecs_target_registrar::health::HealthSettings {
+    ecs_target_registrar::health::HealthSettings {
+        state_machine_arn: Some(STATE_MACHINE.to_owned()),
+        on_failure: ecs_target_registrar::health::OnFailure::Deregister,
+        timing: ecs_target_registrar::health::Timing::default(),
+    }
+}
+
+fn start_ok() -> Rule {
+    mock!(aws_sdk_sfn::Client::start_execution)
+        .match_requests(|input| input.state_machine_arn() == Some(STATE_MACHINE))
+        .sequence()
+        .output(|| {
+            aws_sdk_sfn::operation::start_execution::StartExecutionOutput::builder()
+                .execution_arn("arn:aws:states:us-east-1:123456789012:execution:health-wait:x")
+                .start_date(aws_smithy_types::DateTime::from_secs(0))
+                .build()
+                .expect("output")
+        })
+        .repeatedly()
+        .build()
+}
+
+#[tokio::test]
+async fn registration_starts_one_health_wait_per_group() {
+    let describe = describe_sequence(vec![ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5")]);
+    let register = register_ok();
+    let lookup = lookup_b();
+    let started = start_ok();
+    let sfn = mock_client!(aws_sdk_sfn, RuleMode::MatchAny, &[&started]);
+    let registrar =
+        registrar(&[&describe], &[&register, &lookup]).with_health_wait(sfn, health_settings());
+
+    let summary = registrar
+        .handle(&event("RUNNING", "RUNNING", 4, "10.0.1.5"), &env())
+        .await
+        .expect("registered");
+
+    assert_eq!(started.num_calls(), 2);
+    assert_eq!(summary.health_checks.len(), 2);
+    let groups: Vec<_> = summary
+        .health_checks
+        .iter()
+        .map(|c| c.target_group_arn.as_str())
+        .collect();
+    assert!(
+        groups.contains(&TG_A) && groups.contains(&TG_B),
+        "{groups:?}"
+    );
+    for check in &summary.health_checks {
+        assert_eq!(
+            check.result,
+            ecs_target_registrar::summary::HealthCheckResult::Started
+        );
+        assert!(
+            check
+                .execution_name
+                .starts_with("0123456789abcdef0123456789abcdef-v4-"),
+            "{}",
+            check.execution_name
+        );
+    }
+    assert_ne!(
+        summary.health_checks[0].execution_name,
+        summary.health_checks[1].execution_name
+    );
+}
+
+#[tokio::test]
+async fn health_wait_input_names_group_targets_and_timing() {
+    let describe = describe_sequence(vec![ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5")]);
+    let register = register_ok();
+    let expected_input = json!({
+        "targetGroupArn": TG_A,
+        "targets": [{"Id": "10.0.1.5", "Port": 8080}],
+        "taskArn": TASK,
+        "timing": {"initialDelaySeconds": 0, "pollIntervalSeconds": 10, "gracePeriodSeconds": 30, "maxRounds": 13},
+        "onFailure": "deregister"
+    });
+    let started = mock!(aws_sdk_sfn::Client::start_execution)
+        .match_requests(move |input| {
+            input
+                .input()
+                .and_then(|text| serde_json::from_str::<Value>(text).ok())
+                == Some(expected_input.clone())
+        })
+        .sequence()
+        .output(|| {
+            aws_sdk_sfn::operation::start_execution::StartExecutionOutput::builder()
+                .execution_arn("arn:aws:states:us-east-1:123456789012:execution:health-wait:x")
+                .start_date(aws_smithy_types::DateTime::from_secs(0))
+                .build()
+                .expect("output")
+        })
+        .repeatedly()
+        .build();
+    let sfn = mock_client!(aws_sdk_sfn, RuleMode::MatchAny, &[&started]);
+    let ecs = mock_client!(aws_sdk_ecs, RuleMode::MatchAny, &[&describe]);
+    let elb = mock_client!(
+        aws_sdk_elasticloadbalancingv2,
+        RuleMode::MatchAny,
+        &[&register]
+    );
+    let config = Config::from_value(&json!({"services": [{
+        "name": "web", "cluster": "web", "family": "web", "container": "app",
+        "containerPort": 8080, "targetGroups": [TG_A]
+    }]}))
+    .expect("valid mapping");
+    let registrar = Registrar::new(config, ecs, elb).with_health_wait(sfn, health_settings());
+
+    registrar
+        .handle(&event("RUNNING", "RUNNING", 4, "10.0.1.5"), &env())
+        .await
+        .expect("the input matched");
+    assert_eq!(started.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn duplicate_event_starts_no_second_wait() {
+    let describe = describe_sequence(vec![ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5")]);
+    let register = register_ok();
+    let lookup = lookup_b();
+    let exists = mock!(aws_sdk_sfn::Client::start_execution)
+        .sequence()
+        .error(|| {
+            aws_sdk_sfn::operation::start_execution::StartExecutionError::ExecutionAlreadyExists(
+                aws_sdk_sfn::types::error::ExecutionAlreadyExists::builder()
+                    .message("Execution Already Exists")
+                    .build(),
+            )
+        })
+        .repeatedly()
+        .build();
+    let sfn = mock_client!(aws_sdk_sfn, RuleMode::MatchAny, &[&exists]);
+    let registrar =
+        registrar(&[&describe], &[&register, &lookup]).with_health_wait(sfn, health_settings());
+
+    let summary = registrar
+        .handle(&event("RUNNING", "RUNNING", 4, "10.0.1.5"), &env())
+        .await
+        .expect("a duplicate is success");
+    assert!(
+        summary
+            .health_checks
+            .iter()
+            .all(|c| c.result == ecs_target_registrar::summary::HealthCheckResult::AlreadyStarted)
+    );
+}
+
+#[tokio::test]
+async fn failed_health_wait_start_fails_the_invocation() {
+    let describe = describe_sequence(vec![ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5")]);
+    let register = register_ok();
+    let lookup = lookup_b();
+    let denied = mock!(aws_sdk_sfn::Client::start_execution)
+        .sequence()
+        .error(|| {
+            aws_sdk_sfn::operation::start_execution::StartExecutionError::generic(
+                aws_sdk_sfn::error::ErrorMetadata::builder()
+                    .code("AccessDeniedException")
+                    .message("not authorized to perform: states:StartExecution")
+                    .build(),
+            )
+        })
+        .repeatedly()
+        .build();
+    let sfn = mock_client!(aws_sdk_sfn, RuleMode::MatchAny, &[&denied]);
+    let registrar =
+        registrar(&[&describe], &[&register, &lookup]).with_health_wait(sfn, health_settings());
+
+    let err = registrar
+        .handle(&event("RUNNING", "RUNNING", 4, "10.0.1.5"), &env())
+        .await
+        .expect_err("a wait that cannot start is retried");
+    assert_eq!(err.kind(), "StartExecutionFailed");
+    let message = err.to_string();
+    assert!(
+        message.contains("is registered, but its health wait could not be started"),
+        "{message}"
+    );
+    assert!(message.contains("AccessDeniedException"), "{message}");
+    assert_eq!(register.num_calls(), 2);
+}
+
+#[tokio::test]
+async fn rolled_back_registration_starts_no_wait() {
+    let describe = describe_sequence(vec![
+        ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5"),
+        ecs_task("RUNNING", "STOPPED", 5, "10.0.1.5"),
+    ]);
+    let register = register_ok();
+    let deregister = deregister_ok();
+    let lookup = lookup_b();
+    let started = start_ok();
+    let sfn = mock_client!(aws_sdk_sfn, RuleMode::MatchAny, &[&started]);
+    let registrar = registrar(&[&describe], &[&register, &deregister, &lookup])
+        .with_health_wait(sfn, health_settings());
+
+    let summary = registrar
+        .handle(&event("RUNNING", "RUNNING", 4, "10.0.1.5"), &env())
+        .await
+        .expect("rolled back");
+    assert_eq!(summary.outcome, Outcome::RolledBack);
+    assert_eq!(started.num_calls(), 0);
+}

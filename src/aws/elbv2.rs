@@ -18,7 +18,12 @@ impl LoadBalancing for Client {
             .set_targets(Some(descriptions(targets)))
             .send()
             .await
-            .map_err(api_error)?;
+            .map_err(|err| {
+                let missing = err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_target_group_not_found_exception());
+                api_error(err).with_code("TargetGroupNotFound", missing)
+            })?;
         Ok(())
     }
 
@@ -32,7 +37,14 @@ impl LoadBalancing for Client {
             .set_targets(Some(descriptions(targets)))
             .send()
             .await
-            .map_err(api_error)?;
+            .map_err(|err| {
+                let service = err.as_service_error();
+                let missing = service.is_some_and(|e| e.is_target_group_not_found_exception());
+                let invalid = service.is_some_and(|e| e.is_invalid_target_exception());
+                api_error(err)
+                    .with_code("TargetGroupNotFound", missing)
+                    .with_code("InvalidTarget", invalid)
+            })?;
         Ok(())
     }
 
@@ -47,7 +59,12 @@ impl LoadBalancing for Client {
             .set_targets(Some(descriptions(targets)))
             .send()
             .await
-            .map_err(api_error)?;
+            .map_err(|err| {
+                let missing = err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_target_group_not_found_exception());
+                api_error(err).with_code("TargetGroupNotFound", missing)
+            })?;
         Ok(output
             .target_health_descriptions()
             .iter()
@@ -85,7 +102,10 @@ impl LoadBalancing for Client {
                 .and_then(|group| group.target_group_arn())
                 .map(str::to_owned)),
             Err(err) => {
-                let err = api_error(err);
+                let missing = err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_target_group_not_found_exception());
+                let err = api_error(err).with_code("TargetGroupNotFound", missing);
                 if err.is("TargetGroupNotFound") {
                     Ok(None)
                 } else {

@@ -7,6 +7,7 @@
 
 mod ecs;
 mod elbv2;
+mod sfn;
 
 use std::future::Future;
 use std::time::Duration;
@@ -51,6 +52,15 @@ impl ApiError {
     /// Whether the service returned this error code.
     pub fn is(&self, code: &str) -> bool {
         self.code.as_deref() == Some(code)
+    }
+
+    /// Sets the code when the SDK matched the error to a modeled type but left its metadata
+    /// without one.
+    fn with_code(mut self, code: &str, matched: bool) -> Self {
+        if matched && self.code.is_none() {
+            self.code = Some(code.to_owned());
+        }
+        self
     }
 }
 
@@ -125,6 +135,43 @@ pub trait LoadBalancing: Send + Sync {
     ) -> impl Future<Output = Result<Option<String>, ApiError>> + Send;
 }
 
+/// The result of starting a state machine execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started {
+    /// A new execution, or the same one again: Step Functions answers a repeated StartExecution
+    /// with the same name and input with the first execution.
+    Execution {
+        /// The execution's ARN.
+        execution_arn: String,
+    },
+    /// An execution of that name exists already with another input, or has ended.
+    AlreadyExists,
+}
+
+/// The Step Functions call the registrar makes.
+pub trait Workflows: Send + Sync {
+    /// Starts an execution named `name` with a JSON `input` (StartExecution).
+    fn start_execution(
+        &self,
+        state_machine_arn: &str,
+        name: &str,
+        input: &str,
+    ) -> impl Future<Output = Result<Started, ApiError>> + Send;
+}
+
+/// A [`Workflows`] for a registrar without health confirmation; it is never called.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoWorkflows;
+
+impl Workflows for NoWorkflows {
+    async fn start_execution(&self, _: &str, _: &str, _: &str) -> Result<Started, ApiError> {
+        Err(ApiError::service(
+            "HealthWaitNotConfigured",
+            "no Step Functions client was given to the registrar",
+        ))
+    }
+}
+
 /// Loads the shared SDK configuration: the default credential and region chain, with retries
 /// and time-outs set explicitly rather than left to SDK defaults.
 ///
@@ -160,9 +207,13 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    match (err.code(), err.message()) {
-        (Some(code), message) => ApiError::service(code, message.unwrap_or("no message")),
-        (None, _) => ApiError {
+    match (err.code(), err.as_service_error()) {
+        (Some(code), _) => ApiError::service(code, err.message().unwrap_or("no message")),
+        (None, Some(service)) => ApiError {
+            code: None,
+            message: service.to_string(),
+        },
+        (None, None) => ApiError {
             code: None,
             message: DisplayErrorContext(&err).to_string(),
         },
