@@ -273,12 +273,18 @@ pub enum Verdict {
 
 /// Judges one observation made in `round` (1 for the first call).
 ///
-/// In order: `healthy` succeeds; `unused` fails at once (Target.NotInUse, Target.NotRegistered
-/// or another reason); `draining` fails as deregistered; `unhealthy` fails once the elapsed
+/// In order: reason Target.NotRegistered fails as deregistered, whatever the state; `healthy`
+/// succeeds; `unused` fails at once (Target.NotInUse, or another reason); `draining` fails as
+/// deregistered; `unhealthy` fails once the elapsed
 /// time reaches the grace period; anything else (`initial`, `unavailable`, `unhealthy` inside
 /// the grace period, a state ELB may add) waits, until the last round, which times out.
 pub fn judge(observation: &Observation, round: u32, timing: &Timing) -> Verdict {
     let reason = observation.reason.as_deref();
+    // ELB reports a target it does not have as `unused`, and some emulators as `unavailable`;
+    // the reason code is the same in both.
+    if reason == Some("Target.NotRegistered") {
+        return Verdict::Failed(Failure::Deregistered);
+    }
     match observation.state.as_str() {
         "healthy" => return Verdict::Healthy,
         "unused" => {

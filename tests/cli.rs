@@ -236,3 +236,150 @@ async fn handle_failure_exits_1_and_goes_on() {
     assert!(text.contains("FAILED"), "{text}");
     assert!(text.contains("service-action.json: ignored"), "{text}");
 }
+
+#[tokio::test]
+async fn wait_healthy_reports_each_target() {
+    let setup = setup().await;
+    let emulator = Emulator::shared();
+    let elb = ElbClient::new(&emulator.sdk_config());
+    elb.register_targets()
+        .target_group_arn(&setup.group)
+        .targets(
+            aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder()
+                .id(&setup.task.ip)
+                .port(8080)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("RegisterTargets");
+    let registered = format!("{}:8080", setup.task.ip);
+    let endpoint = emulator.endpoint.clone();
+    let base = [
+        "--endpoint-url",
+        endpoint.as_str(),
+        "--region",
+        "us-east-1",
+        "wait-healthy",
+        "--target-group",
+        setup.group.as_str(),
+        "--poll-interval",
+        "1",
+        "--timeout",
+        "2",
+    ];
+
+    let output = registrar(&[&base[..], &["--target", &registered]].concat()).await;
+    assert!(
+        output.status.success(),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let text = stdout(&output);
+    assert!(
+        text.contains(&format!("{registered} in {}: healthy", setup.group)),
+        "{text}"
+    );
+    assert!(text.contains("healthy after 1 checks"), "{text}");
+
+    // A target that was never registered fails at once, with a non-zero exit code.
+    let output = registrar(
+        &[
+            &base[..],
+            &[
+                "--target",
+                &registered,
+                "--target",
+                "10.255.0.9:8080",
+                "--output",
+                "json",
+            ],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let results: Value = serde_json::from_str(&stdout(&output)).expect("JSON results");
+    let results = results.as_array().expect("a list");
+    assert_eq!(results.len(), 2);
+    let missing = results
+        .iter()
+        .find(|result| result["target"]["id"] == "10.255.0.9")
+        .expect("the unregistered target");
+    assert_eq!(missing["failure"], "deregistered");
+}
+
+#[tokio::test]
+async fn wait_healthy_rejects_bad_targets() {
+    let output = registrar(&[
+        "wait-healthy",
+        "--target-group",
+        "tg",
+        "--target",
+        "10.0.0.1",
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("write ID:PORT"),
+        "{}",
+        stderr(&output)
+    );
+    let output = registrar(&[
+        "wait-healthy",
+        "--target-group",
+        "tg",
+        "--target",
+        "10.0.0.1:0",
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("invalid port"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[tokio::test]
+async fn handle_can_wait_for_health() {
+    let setup = setup().await;
+    let scratch = Scratch::new();
+    let mapping = scratch.write("mapping.json", &setup.mapping.to_string());
+    let running = event_file(&scratch, &setup, "fargate-running.json");
+    let endpoint = Emulator::shared().endpoint.clone();
+
+    let output = registrar(&[
+        "--config-file",
+        &mapping,
+        "--endpoint-url",
+        &endpoint,
+        "--region",
+        "us-east-1",
+        "handle",
+        "--wait-healthy",
+        "--poll-interval",
+        "1",
+        "--timeout",
+        "2",
+        &running,
+    ])
+    .await;
+
+    assert!(
+        output.status.success(),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let text = stdout(&output);
+    assert!(text.contains("fargate-running.json: registered"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{}:8080 in {}: healthy after 1 checks",
+            setup.task.ip, setup.group
+        )),
+        "{text}"
+    );
+}

@@ -1,16 +1,20 @@
 //! The operator CLI: runs the Lambda function's handler on event files, against AWS or the
-//! local emulator, and prints each decision and change.
+//! local emulator, and prints each decision and change; waits for targets to become healthy.
+
+mod wait;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ecs_target_registrar::aws::load_sdk_config;
+use ecs_target_registrar::aws::{LoadBalancing, load_sdk_config};
 use ecs_target_registrar::config::{CONFIG_ENV, CONFIG_FILE_ENV};
+use ecs_target_registrar::decision::Target;
 use ecs_target_registrar::summary::{ChangeResult, Summary};
 use ecs_target_registrar::{Config, Environment, Error, Registrar};
 use lambda_runtime::tracing::subscriber::EnvFilter;
 use serde_json::Value;
+use wait::WaitOptions;
 
 /// Registers ECS tasks in ELBv2 target groups: the Lambda function's handler, run by hand.
 #[derive(Debug, Parser)]
@@ -44,16 +48,43 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+
+        /// After each registration, wait until the registered targets are healthy, as the
+        /// health-wait state machine would; exits 1 when any wait fails.
+        #[arg(long)]
+        wait_healthy: bool,
+
+        #[command(flatten)]
+        wait: WaitOptions,
     },
     /// Validate the service mapping and print what it maps.
     CheckConfig,
+    /// Wait until targets of a target group are healthy, printing each change of their
+    /// health; exits 1 when any target ends unhealthy, unused, deregistered or timed out.
+    WaitHealthy {
+        /// Target group ARN or name.
+        #[arg(long, value_name = "ARN_OR_NAME")]
+        target_group: String,
+
+        /// A target as ID:PORT, such as 10.0.1.5:8080; repeat for several.
+        #[arg(long = "target", required = true, value_name = "ID:PORT", value_parser = wait::parse_target)]
+        targets: Vec<Target>,
+
+        #[command(flatten)]
+        wait: WaitOptions,
+
+        /// Output format: text lines, or the final result per target as JSON (progress then
+        /// goes to standard error).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Output {
-    /// One line per decision and per target group change.
+    /// Lines for people: decisions, target group changes and health states.
     Text,
-    /// The handler's JSON summary, one document per file.
+    /// JSON documents: the handler's summary per event file, the wait's result per target.
     Json,
 }
 
@@ -66,6 +97,16 @@ async fn main() -> ExitCode {
         .init();
 
     let cli = Cli::parse();
+    if let Command::WaitHealthy {
+        ref target_group,
+        ref targets,
+        wait,
+        output,
+    } = cli.command
+    {
+        return wait_for_group(&cli, target_group, targets, &wait, output).await;
+    }
+
     let config = match load_config(&cli) {
         Ok(config) => config,
         Err(message) => {
@@ -73,13 +114,71 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-
     match cli.command {
         Command::CheckConfig => {
             print_mapping(&config);
             ExitCode::SUCCESS
         }
-        Command::Handle { ref files, output } => handle_files(&cli, config, files, output).await,
+        Command::Handle {
+            ref files,
+            output,
+            wait_healthy,
+            wait,
+        } => {
+            let wait = wait_healthy.then_some(wait);
+            handle_files(&cli, config, files, output, wait).await
+        }
+        Command::WaitHealthy { .. } => ExitCode::from(2),
+    }
+}
+
+async fn wait_for_group(
+    cli: &Cli,
+    target_group: &str,
+    targets: &[Target],
+    wait: &WaitOptions,
+    output: Output,
+) -> ExitCode {
+    let sdk = load_sdk_config(cli.endpoint_url.as_deref(), cli.region.as_deref()).await;
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
+    let arn = if target_group.starts_with("arn:") {
+        target_group.to_owned()
+    } else {
+        match elb.target_group_arn(target_group).await {
+            Ok(Some(arn)) => arn,
+            Ok(None) => {
+                eprintln!("error: target group {target_group:?} not found");
+                return ExitCode::FAILURE;
+            }
+            Err(err) => {
+                eprintln!("error: DescribeTargetGroups failed for {target_group:?}: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let json = output == Output::Json;
+    match wait::wait_and_report(&elb, target_group, &arn, targets, wait, json).await {
+        Ok(results) => {
+            if json {
+                print_json(&results);
+            }
+            if results.iter().all(|result| result.failure.is_none()) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    match serde_json::to_string_pretty(value) {
+        Ok(json) => println!("{json}"),
+        Err(err) => eprintln!("error: cannot print JSON: {err}"),
     }
 }
 
@@ -130,17 +229,20 @@ fn print_mapping(config: &Config) {
     }
 }
 
-async fn handle_files(cli: &Cli, config: Config, files: &[PathBuf], output: Output) -> ExitCode {
+async fn handle_files(
+    cli: &Cli,
+    config: Config,
+    files: &[PathBuf],
+    output: Output,
+    wait: Option<WaitOptions>,
+) -> ExitCode {
     let sdk = load_sdk_config(cli.endpoint_url.as_deref(), cli.region.as_deref()).await;
     let env = Environment {
         region: sdk.region().map(ToString::to_string),
         account: None,
     };
-    let registrar = Registrar::new(
-        config,
-        aws_sdk_ecs::Client::new(&sdk),
-        aws_sdk_elasticloadbalancingv2::Client::new(&sdk),
-    );
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
+    let registrar = Registrar::new(config, aws_sdk_ecs::Client::new(&sdk), elb.clone());
 
     let mut failed = false;
     for file in files {
@@ -154,7 +256,12 @@ async fn handle_files(cli: &Cli, config: Config, files: &[PathBuf], output: Outp
             }
         };
         match registrar.handle(&payload, &env).await {
-            Ok(summary) => print_summary(&name.to_string(), &summary, output),
+            Ok(summary) => {
+                print_summary(&name.to_string(), &summary, output);
+                if let Some(wait) = &wait {
+                    failed |= !wait_for_changes(&elb, &summary, wait, output).await;
+                }
+            }
             Err(err) => {
                 failed = true;
                 print_error(&name.to_string(), &err, output);
@@ -166,6 +273,42 @@ async fn handle_files(cli: &Cli, config: Config, files: &[PathBuf], output: Outp
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Waits for the targets of every registered change of `summary`; returns whether all became
+/// healthy.
+async fn wait_for_changes(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    summary: &Summary,
+    wait: &WaitOptions,
+    output: Output,
+) -> bool {
+    let json = output == Output::Json;
+    let mut healthy = true;
+    let registered = summary
+        .changes
+        .iter()
+        .filter(|change| change.result == ChangeResult::Registered);
+    for change in registered {
+        let Some(arn) = change.target_group_arn.as_deref() else {
+            continue;
+        };
+        match wait::wait_and_report(elb, &change.target_group, arn, &change.targets, wait, json)
+            .await
+        {
+            Ok(results) => {
+                if json {
+                    print_json(&results);
+                }
+                healthy &= results.iter().all(|result| result.failure.is_none());
+            }
+            Err(message) => {
+                eprintln!("error: {message}");
+                healthy = false;
+            }
+        }
+    }
+    healthy
 }
 
 fn read_event(file: &PathBuf) -> Result<Value, String> {
