@@ -55,7 +55,7 @@ impl Timing {
     }
 }
 
-/// What the state machine does when a wait fails.
+/// The state machine's action when a wait fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnFailure {
@@ -77,7 +77,7 @@ pub const TIMING_ENV: [&str; 4] = [
     "HEALTH_GRACE_PERIOD_SECONDS",
     "HEALTH_MAX_ROUNDS",
 ];
-/// The most rounds one wait may take. A Standard workflow keeps at most 25,000 history events,
+/// The maximum number of rounds one wait may take. A Standard workflow keeps at most 25,000 history events,
 /// and one round of one target costs about a dozen (Wait, Task and Choice states entered and
 /// exited, the Task's scheduled, started and succeeded events, and a Pass for the counters).
 /// 500 rounds leave room for a few targets per execution.
@@ -88,7 +88,7 @@ pub const MAX_ROUNDS_LIMIT: u32 = 500;
 pub struct HealthSettings {
     /// The state machine to start; `None` turns health confirmation off.
     pub state_machine_arn: Option<String>,
-    /// What the state machine does when the wait fails.
+    /// The state machine's action when the wait fails.
     pub on_failure: OnFailure,
     /// How long and how often it waits.
     pub timing: Timing,
@@ -219,7 +219,7 @@ impl fmt::Display for Observation {
     }
 }
 
-/// Why waiting for a target ended without it becoming healthy.
+/// The reason a wait for a target ended without it becoming healthy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Failure {
