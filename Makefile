@@ -11,7 +11,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint fmt check venv build clean
+.PHONY: demo test lint lint-asl fmt check venv build clean
 
 ## demo: run the registrar against the local emulator: register a running task, deregister it.
 demo: $(STAMP)
@@ -21,11 +21,26 @@ demo: $(STAMP)
 test: $(STAMP)
 	cargo test
 
-## lint: formatting, clippy and the SAM template.
+## lint: formatting, clippy, the SAM template and the state machine definition.
 lint: $(STAMP)
 	cargo fmt --all --check
 	cargo clippy --all-targets -- -D warnings
 	$(VENV)/bin/cfn-lint template.yaml
+	$(MAKE) --no-print-directory lint-asl
+
+# asl-validator (npm) checks the state machine's states, transitions, paths and intrinsic
+# functions, which cfn-lint does not open. It is installed into tools/node on first use.
+ASL_VALIDATOR_VERSION := 4.0.0
+ASL_VALIDATOR := tools/node/node_modules/.bin/asl-validator
+ASL_STAMP := tools/node/.asl-validator-$(ASL_VALIDATOR_VERSION)
+
+## lint-asl: check statemachine/health-wait.asl.json with asl-validator (needs node and npm).
+lint-asl: $(ASL_STAMP)
+	$(ASL_VALIDATOR) --json-path statemachine/health-wait.asl.json
+
+$(ASL_STAMP):
+	npm install --no-save --no-audit --no-fund --prefix tools/node asl-validator@$(ASL_VALIDATOR_VERSION)
+	touch $(ASL_STAMP)
 
 ## check: everything CI runs.
 check: lint test
