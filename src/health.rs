@@ -83,6 +83,13 @@ pub const TIMING_ENV: [&str; 4] = [
 /// 500 rounds leave room for a few targets per execution.
 pub const MAX_ROUNDS_LIMIT: u32 = 500;
 
+/// The health-wait state machine's `TimeoutSeconds`: an execution still running then ends as
+/// TIMED_OUT, without the failure action. A configured wait must end well before it.
+pub const STATE_MACHINE_TIMEOUT_SECONDS: u32 = 86_400;
+/// Room kept under [`STATE_MACHINE_TIMEOUT_SECONDS`] for throttling retries and the failure
+/// action.
+const TIMEOUT_MARGIN_SECONDS: u32 = 3_600;
+
 /// Settings for starting the health-wait state machine after a registration.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HealthSettings {
@@ -146,6 +153,16 @@ impl HealthSettings {
                     "{name}: {text:?} is invalid; use a whole number from {low} to {high}"
                 )),
             }
+        }
+
+        let last_round = settings.timing.elapsed_seconds(settings.timing.max_rounds);
+        let budget = STATE_MACHINE_TIMEOUT_SECONDS - TIMEOUT_MARGIN_SECONDS;
+        if problems.is_empty() && last_round > budget {
+            problems.push(format!(
+                "{}: the last check would come {last_round} s after the wait began, past the \
+                 {budget} s a health-wait execution may use; lower the rounds or the interval",
+                TIMING_ENV.join(", ")
+            ));
         }
 
         if problems.is_empty() {
@@ -502,6 +519,22 @@ mod tests {
         );
         assert!(trigger_tag(None, Some("abc")).starts_with('e'));
         assert_eq!(trigger_tag(None, None), "v0");
+    }
+
+    #[test]
+    fn settings_must_fit_the_execution_timeout() {
+        let values = std::collections::HashMap::from([
+            ("HEALTH_POLL_INTERVAL_SECONDS", "3600"),
+            ("HEALTH_MAX_ROUNDS", "100"),
+        ]);
+        let problems =
+            HealthSettings::from_lookup(|name| values.get(name).map(|v| (*v).to_owned()))
+                .expect_err("too long");
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(
+            problems[0].contains("356400 s after the wait began"),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -145,3 +145,17 @@ async fn poller_agrees_with_every_case() {
         }
     }
 }
+
+#[test]
+fn state_machine_timeout_matches_the_settings_check() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/statemachine/health-wait.asl.json"
+    );
+    let text = std::fs::read_to_string(path).expect("read the definition");
+    let definition: serde_json::Value = serde_json::from_str(&text).expect("parse the definition");
+    assert_eq!(
+        definition["TimeoutSeconds"],
+        ecs_target_registrar::health::STATE_MACHINE_TIMEOUT_SECONDS
+    );
+}

@@ -615,3 +615,95 @@ async fn cause_reports_missing_reason_as_none() {
         execution.cause()
     );
 }
+
+/// The registrar registers a running task, starts the real state machine for it, and the
+/// execution ends healthy; the same event again starts no second execution.
+#[tokio::test]
+async fn registrar_starts_the_wait_once_per_event() {
+    use ecs_target_registrar::health::{HealthSettings, OnFailure, Timing};
+    use ecs_target_registrar::summary::HealthCheckResult;
+    use ecs_target_registrar::{Config, Environment, Registrar};
+
+    let emulator = Emulator::shared();
+    let sdk = emulator.sdk_config();
+    let ecs = aws_sdk_ecs::Client::new(&sdk);
+    let elb = ElbClient::new(&sdk);
+    let sfn = SfnClient::new(&sdk);
+    let cluster = support::create_cluster(&ecs, &support::unique("health")).await;
+    let family = support::unique("health-web");
+    let definition = support::register_task_definition(&ecs, &family, "app", 8080).await;
+    let group =
+        support::create_ip_target_group(&elb, &support::unique("tg"), &emulator.vpc_id, 8080).await;
+    let task = support::run_task(&ecs, &cluster, &definition, emulator).await;
+    let state_machine = create_health_state_machine(&sfn, &support::unique("health-wait")).await;
+    emulator.script_target_health(
+        &group,
+        &task.ip,
+        8080,
+        &[
+            json!({"state": "initial", "reason": "Elb.RegistrationInProgress"}),
+            json!({"state": "healthy"}),
+        ],
+    );
+
+    let mapping = json!({"services": [{
+        "name": "web", "cluster": cluster, "family": family,
+        "container": "app", "containerPort": 8080, "targetGroups": [group]
+    }]});
+    let settings = HealthSettings {
+        state_machine_arn: Some(state_machine.clone()),
+        on_failure: OnFailure::None,
+        timing: Timing {
+            initial_delay_seconds: 0,
+            poll_interval_seconds: 1,
+            grace_period_seconds: 2,
+            max_rounds: 5,
+        },
+    };
+    let registrar = Registrar::new(
+        Config::from_value(&mapping).expect("valid mapping"),
+        ecs.clone(),
+        elb.clone(),
+    )
+    .with_health_wait(sfn.clone(), settings);
+    let event = support::rewrite_event(
+        support::fixture_event("fargate-running.json"),
+        &task,
+        &cluster,
+        &definition,
+    );
+    let env = Environment {
+        region: Some("us-east-1".into()),
+        account: Some("123456789012".into()),
+    };
+
+    let summary = registrar.handle(&event, &env).await.expect("registered");
+    assert_eq!(summary.health_checks.len(), 1);
+    let check = &summary.health_checks[0];
+    assert_eq!(check.result, HealthCheckResult::Started);
+    let execution_arn = check.execution_arn.clone().expect("execution ARN");
+    let execution = wait_for_execution(&sfn, &execution_arn, EXECUTION_TIMEOUT).await;
+    assert_eq!(*execution.status(), ExecutionStatus::Succeeded);
+    let output: Value =
+        serde_json::from_str(execution.output().unwrap_or("null")).expect("JSON output");
+    assert_eq!(output["targets"][0]["rounds"], 2, "{output}");
+
+    // The duplicate asks for the same execution name; the emulator ended that execution,
+    // so Step Functions reports it as existing and no second loop starts.
+    let again = registrar
+        .handle(&event, &env)
+        .await
+        .expect("registered again");
+    assert_eq!(again.health_checks[0].execution_name, check.execution_name);
+    assert_eq!(
+        again.health_checks[0].result,
+        HealthCheckResult::AlreadyStarted
+    );
+    let executions = sfn
+        .list_executions()
+        .state_machine_arn(&state_machine)
+        .send()
+        .await
+        .expect("ListExecutions");
+    assert_eq!(executions.executions().len(), 1);
+}
