@@ -383,3 +383,65 @@ async fn handle_can_wait_for_health() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn wait_healthy_prints_each_change_and_fails_unhealthy() {
+    let setup = setup().await;
+    let emulator = Emulator::shared();
+    let elb = ElbClient::new(&emulator.sdk_config());
+    elb.register_targets()
+        .target_group_arn(&setup.group)
+        .targets(
+            aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder()
+                .id(&setup.task.ip)
+                .port(8080)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("RegisterTargets");
+    emulator.script_target_health(
+        &setup.group,
+        &setup.task.ip,
+        8080,
+        &[
+            json!({"state": "initial", "reason": "Elb.InitialHealthChecking", "description": "Initial health checks in progress"}),
+            json!({"state": "unhealthy", "reason": "Target.FailedHealthChecks", "description": "Health checks failed with these codes: [502]"}),
+        ],
+    );
+    let target = format!("{}:8080", setup.task.ip);
+    let output = registrar(&[
+        "--endpoint-url",
+        &emulator.endpoint,
+        "--region",
+        "us-east-1",
+        "wait-healthy",
+        "--target-group",
+        &setup.group,
+        "--target",
+        &target,
+        "--poll-interval",
+        "1",
+        "--grace-period",
+        "1",
+        "--timeout",
+        "5",
+    ])
+    .await;
+
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("initial (Elb.InitialHealthChecking: Initial health checks in progress)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "unhealthy (Target.FailedHealthChecks: Health checks failed with these codes: [502])"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("FAILED (TargetUnhealthy)"), "{text}");
+    // One line per change: the unhealthy state is printed once, not every round.
+    assert_eq!(text.matches("] ").count(), 2, "{text}");
+}
