@@ -347,7 +347,24 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
         if plan.placements.is_empty() {
             return Ok(plan);
         }
-        let mut clusters: Vec<&str> = services.iter().map(|s| s.cluster.as_str()).collect();
+        // A task of any cluster whose entries share one of these target groups may hold the
+        // address now: clusters that share subnets can hand an address from one to the other.
+        let groups: Vec<&TargetGroupRef> = plan
+            .placements
+            .iter()
+            .flat_map(|placement| &placement.target_groups)
+            .collect();
+        let sharing = self
+            .config
+            .services
+            .iter()
+            .filter(|service| service.target_groups.iter().any(|g| groups.contains(&g)));
+        let mut clusters: Vec<&str> = services
+            .iter()
+            .copied()
+            .chain(sharing)
+            .map(|service| service.cluster.as_str())
+            .collect();
         clusters.sort_unstable();
         clusters.dedup();
 
@@ -574,7 +591,7 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
                 .register_targets(&arn, &change.targets)
                 .await
                 .map(|()| ChangeResult::Registered),
-            _ => deregistration(self.elb.deregister_targets(&arn, &change.targets).await),
+            _ => self.deregister_targets(&arn, &change.targets).await,
         };
         match outcome {
             Ok(result) => {
@@ -599,23 +616,18 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
 
     /// Deregisters what [`Registrar::register`] just registered, marking each change.
     async fn roll_back(&self, task: &Task, changes: &mut [Change]) {
-        let rollbacks = changes
-            .iter()
-            .filter(|change| change.result == ChangeResult::Registered)
-            .map(|change| async move {
-                let arn = change.target_group_arn.clone().unwrap_or_default();
-                let result =
-                    deregistration(self.elb.deregister_targets(&arn, &change.targets).await);
-                (arn, result)
-            });
-        let results: HashMap<String, Result<ChangeResult, ApiError>> =
-            join_all(rollbacks).await.into_iter().collect();
-        for change in changes.iter_mut() {
-            let Some(result) = change
-                .target_group_arn
-                .as_ref()
-                .and_then(|arn| results.get(arn))
-            else {
+        let rollbacks = changes.iter().map(|change| async move {
+            if change.result != ChangeResult::Registered {
+                return None;
+            }
+            let arn = change.target_group_arn.as_deref().unwrap_or_default();
+            Some(self.deregister_targets(arn, &change.targets).await)
+        });
+        // One result per change, in order: two changes may name the same group (once by name,
+        // once by ARN), so results are not keyed by group.
+        let results = join_all(rollbacks).await;
+        for (change, result) in changes.iter_mut().zip(results) {
+            let Some(result) = result else {
                 continue;
             };
             let listed = list_targets(&change.targets);
@@ -633,6 +645,36 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
                 }
             }
         }
+    }
+
+    /// Deregisters targets from one group. ELBv2 (and the emulator) answer InvalidTarget for a
+    /// target that is not registered, which is where a stop wants it. Because that answer may
+    /// cover a whole batch, a batch that gets it is sent again one target at a time, so a
+    /// registered target in it is still removed.
+    async fn deregister_targets(
+        &self,
+        target_group_arn: &str,
+        targets: &[Target],
+    ) -> Result<ChangeResult, ApiError> {
+        match self.elb.deregister_targets(target_group_arn, targets).await {
+            Ok(()) => return Ok(ChangeResult::Deregistered),
+            Err(err) if !err.is("InvalidTarget") => return Err(err),
+            Err(_) if targets.len() == 1 => return Ok(ChangeResult::NotRegistered),
+            Err(_) => {}
+        }
+        let mut result = ChangeResult::NotRegistered;
+        for target in targets {
+            match self
+                .elb
+                .deregister_targets(target_group_arn, std::slice::from_ref(target))
+                .await
+            {
+                Ok(()) => result = ChangeResult::Deregistered,
+                Err(err) if err.is("InvalidTarget") => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(result)
     }
 
     /// Returns a target group's ARN, looking a name up once per process.
@@ -717,16 +759,6 @@ fn finish(mut summary: Summary, task: &Task, action: Lifecycle) -> Result<Summar
     })
 }
 
-/// Maps a DeregisterTargets result: a target that is not registered is already where a stop
-/// wants it. ELBv2 (and the local emulator) answer InvalidTarget for such a target.
-fn deregistration(result: Result<(), ApiError>) -> Result<ChangeResult, ApiError> {
-    match result {
-        Ok(()) => Ok(ChangeResult::Deregistered),
-        Err(err) if err.is("InvalidTarget") => Ok(ChangeResult::NotRegistered),
-        Err(err) => Err(err),
-    }
-}
-
 fn step_name(action: Lifecycle) -> &'static str {
     match action {
         Lifecycle::Register => "RegisterTargets",
@@ -772,7 +804,13 @@ fn with_event_address(plan: Plan, event_task: &Task, services: &[&ServiceMapping
 /// DescribeTasks in the function's own account and region still has the last word.
 fn foreign_origin(event: &TaskEvent, env: &Environment) -> Option<String> {
     let cluster = Arn::parse(&event.task.cluster_arn);
-    let regions = [event.region.as_deref(), cluster.map(|arn| arn.region)];
+    // An old-format task ARN has no cluster but still carries region and account.
+    let task = Arn::parse(&event.task.task_arn);
+    let regions = [
+        event.region.as_deref(),
+        cluster.map(|arn| arn.region),
+        task.map(|arn| arn.region),
+    ];
     if let Some(own) = env.region.as_deref() {
         if let Some(other) = regions.into_iter().flatten().find(|region| *region != own) {
             return Some(format!(
@@ -780,7 +818,11 @@ fn foreign_origin(event: &TaskEvent, env: &Environment) -> Option<String> {
             ));
         }
     }
-    let accounts = [event.account.as_deref(), cluster.map(|arn| arn.account)];
+    let accounts = [
+        event.account.as_deref(),
+        cluster.map(|arn| arn.account),
+        task.map(|arn| arn.account),
+    ];
     if let Some(own) = env.account.as_deref() {
         if let Some(other) = accounts
             .into_iter()

@@ -980,3 +980,200 @@ async fn rolled_back_registration_starts_no_wait() {
     assert_eq!(summary.outcome, Outcome::RolledBack);
     assert_eq!(started.num_calls(), 0);
 }
+
+fn two_port_registrar(ecs_rules: &[&Rule], elb_rules: &[&Rule]) -> Mocked {
+    let ecs = mock_client!(aws_sdk_ecs, RuleMode::MatchAny, ecs_rules);
+    let elb = mock_client!(
+        aws_sdk_elasticloadbalancingv2,
+        RuleMode::MatchAny,
+        elb_rules
+    );
+    // One group, named once by name and once by ARN, with a target on each of two ports.
+    let config = Config::from_value(&json!({"services": [
+        {"name": "web", "cluster": "web", "family": "web", "container": "app",
+         "containerPort": 8080, "targetGroups": [TG_B_NAME]},
+        {"name": "web-admin", "cluster": "web", "family": "web", "container": "app",
+         "containerPort": 9080, "targetGroups": [TG_B]}
+    ]}))
+    .expect("valid mapping");
+    Registrar::new(config, ecs, elb)
+}
+
+#[tokio::test]
+async fn failed_rollback_in_shared_group_fails() {
+    let describe = describe_sequence(vec![
+        ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5"),
+        ecs_task("RUNNING", "STOPPED", 5, "10.0.1.5"),
+    ]);
+    let register = register_ok();
+    let denied = mock!(aws_sdk_elasticloadbalancingv2::Client::deregister_targets)
+        .match_requests(|input| sent_targets(input.targets()) == [("10.0.1.5".to_owned(), 8080)])
+        .sequence()
+        .error(|| {
+            DeregisterTargetsError::generic(
+                ErrorMetadata::builder()
+                    .code("AccessDenied")
+                    .message("denied")
+                    .build(),
+            )
+        })
+        .repeatedly()
+        .build();
+    let other = deregister_ok();
+    let lookup = lookup_b();
+    let registrar = two_port_registrar(&[&describe], &[&register, &denied, &other, &lookup]);
+
+    let err = registrar
+        .handle(&event("RUNNING", "RUNNING", 4, "10.0.1.5"), &env())
+        .await
+        .expect_err("a target that stays registered after its task stopped is a failure");
+    assert!(err.to_string().contains("rollback"), "{err}");
+    let summary = err.summary().expect("summary");
+    let results: Vec<_> = summary.changes.iter().map(|c| c.result).collect();
+    assert!(results.contains(&ChangeResult::Failed), "{results:?}");
+    assert!(results.contains(&ChangeResult::RolledBack), "{results:?}");
+}
+
+#[tokio::test]
+async fn invalid_target_batch_is_retried_one_by_one() {
+    let describe = describe_sequence(vec![ecs_task("RUNNING", "STOPPED", 5, "10.0.1.5")]);
+    // A batch that contains a target ELB does not have is rejected whole.
+    let batch = mock!(aws_sdk_elasticloadbalancingv2::Client::deregister_targets)
+        .match_requests(|input| {
+            input.targets().len() > 1
+                || sent_targets(input.targets()) == [("10.0.1.5".to_owned(), 9080)]
+        })
+        .sequence()
+        .error(|| {
+            DeregisterTargetsError::generic(
+                ErrorMetadata::builder()
+                    .code("InvalidTarget")
+                    .message("not registered")
+                    .build(),
+            )
+        })
+        .repeatedly()
+        .build();
+    let single = mock!(aws_sdk_elasticloadbalancingv2::Client::deregister_targets)
+        .match_requests(|input| sent_targets(input.targets()) == [("10.0.1.5".to_owned(), 8080)])
+        .sequence()
+        .output(|| DeregisterTargetsOutput::builder().build())
+        .repeatedly()
+        .build();
+    let lookup = lookup_b();
+    let ecs = mock_client!(aws_sdk_ecs, RuleMode::MatchAny, &[&describe]);
+    let elb = mock_client!(
+        aws_sdk_elasticloadbalancingv2,
+        RuleMode::MatchAny,
+        &[&batch, &single, &lookup]
+    );
+    let config = Config::from_value(&json!({"services": [
+        {"name": "web", "cluster": "web", "family": "web", "container": "app",
+         "containerPort": 8080, "targetGroups": [TG_B]},
+        {"name": "web-admin", "cluster": "web", "family": "web", "container": "app",
+         "containerPort": 9080, "targetGroups": [TG_B]}
+    ]}))
+    .expect("valid mapping");
+    let registrar = Registrar::new(config, ecs, elb);
+
+    let summary = registrar
+        .handle(&event("RUNNING", "STOPPED", 5, "10.0.1.5"), &env())
+        .await
+        .expect("deregistered");
+    assert_eq!(
+        single.num_calls(),
+        1,
+        "the registered target was sent on its own"
+    );
+    assert_eq!(batch.num_calls(), 2);
+    assert_eq!(summary.changes[0].result, ChangeResult::Deregistered);
+}
+
+#[tokio::test]
+async fn reused_address_in_sharing_cluster_is_kept() {
+    const OTHER_CLUSTER_TASK: &str =
+        "arn:aws:ecs:us-east-1:123456789012:task/blue/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let stopped = mock!(aws_sdk_ecs::Client::describe_tasks)
+        .match_requests(|input| input.cluster() == Some("web"))
+        .sequence()
+        .output(|| {
+            DescribeTasksOutput::builder()
+                .tasks(ecs_task("STOPPED", "STOPPED", 8, "10.0.1.5"))
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let live = mock!(aws_sdk_ecs::Client::describe_tasks)
+        .match_requests(|input| input.cluster() == Some("blue"))
+        .sequence()
+        .output(|| {
+            let mut task = ecs_task("RUNNING", "RUNNING", 2, "10.0.1.5");
+            task.task_arn = Some(OTHER_CLUSTER_TASK.to_owned());
+            DescribeTasksOutput::builder().tasks(task).build()
+        })
+        .repeatedly()
+        .build();
+    let web_list = mock!(aws_sdk_ecs::Client::list_tasks)
+        .match_requests(|input| input.cluster() == Some("web"))
+        .sequence()
+        .output(|| ListTasksOutput::builder().build())
+        .repeatedly()
+        .build();
+    let blue_list = mock!(aws_sdk_ecs::Client::list_tasks)
+        .match_requests(|input| input.cluster() == Some("blue"))
+        .sequence()
+        .output(|| {
+            ListTasksOutput::builder()
+                .task_arns(OTHER_CLUSTER_TASK)
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let deregister = deregister_ok();
+    let ecs = mock_client!(
+        aws_sdk_ecs,
+        RuleMode::MatchAny,
+        &[&stopped, &live, &web_list, &blue_list]
+    );
+    let elb = mock_client!(
+        aws_sdk_elasticloadbalancingv2,
+        RuleMode::MatchAny,
+        &[&deregister]
+    );
+    let config = Config::from_value(&json!({"services": [
+        {"name": "web", "cluster": "web", "family": "web", "container": "app",
+         "containerPort": 8080, "targetGroups": [TG_A]},
+        {"name": "web-blue", "cluster": "blue", "family": "web", "container": "app",
+         "containerPort": 8080, "targetGroups": [TG_A]}
+    ]}))
+    .expect("valid mapping");
+    let registrar = Registrar::new(config, ecs, elb);
+
+    let summary = registrar
+        .handle(&event("STOPPED", "STOPPED", 8, "10.0.1.5"), &env())
+        .await
+        .expect("handled");
+    assert_eq!(blue_list.num_calls(), 1);
+    assert_eq!(deregister.num_calls(), 0);
+    assert!(
+        summary.unplaced[0].reason.contains(OTHER_CLUSTER_TASK),
+        "{summary:?}"
+    );
+}
+
+#[tokio::test]
+async fn task_arn_of_other_account_is_ignored() {
+    let describe = describe_sequence(vec![ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5")]);
+    let registrar = registrar(&[&describe], &[]);
+    let mut payload = event("RUNNING", "RUNNING", 4, "10.0.1.5");
+    payload["detail"]["taskArn"] =
+        json!("arn:aws:ecs:us-east-1:999999999999:task/web/0123456789abcdef0123456789abcdef");
+    let summary = registrar.handle(&payload, &env()).await.expect("ignored");
+    assert_eq!(summary.outcome, Outcome::Ignored);
+    assert!(
+        summary.reason.contains("account 999999999999"),
+        "{}",
+        summary.reason
+    );
+    assert_eq!(describe.num_calls(), 0);
+}
