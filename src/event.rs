@@ -6,7 +6,8 @@
 //! optional, so a new ECS release does not break parsing. This module decides nothing.
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use crate::task::{Container, PortBinding, Task};
@@ -72,8 +73,8 @@ pub fn parse(payload: &Value) -> Result<Invocation, PayloadError> {
             json_kind(payload)
         )));
     }
-    let envelope = EventBridgeEvent::<Value>::deserialize(payload)
-        .map_err(|err| PayloadError::NotEventBridge(err.to_string()))?;
+    let envelope: EventBridgeEvent<Value> = serde_path_to_error::deserialize(payload)
+        .map_err(|err| PayloadError::NotEventBridge(describe_error("", &err)))?;
 
     if envelope.source != ECS_SOURCE || envelope.detail_type != TASK_STATE_CHANGE {
         return Ok(Invocation::Other {
@@ -82,8 +83,14 @@ pub fn parse(payload: &Value) -> Result<Invocation, PayloadError> {
         });
     }
 
-    let detail = TaskDetail::deserialize(&envelope.detail)
-        .map_err(|err| PayloadError::InvalidDetail(err.to_string()))?;
+    if !envelope.detail.is_object() {
+        return Err(PayloadError::InvalidDetail(format!(
+            "detail: expected a JSON object, got {}",
+            json_kind(&envelope.detail)
+        )));
+    }
+    let detail: TaskDetail = serde_path_to_error::deserialize(&envelope.detail)
+        .map_err(|err| PayloadError::InvalidDetail(describe_error("detail", &err)))?;
     let time = envelope.time.map(|time| time.to_rfc3339());
     Ok(Invocation::TaskStateChange(Box::new(TaskEvent {
         id: envelope.id,
@@ -92,6 +99,19 @@ pub fn parse(payload: &Value) -> Result<Invocation, PayloadError> {
         time,
         task: detail.into_task(),
     })))
+}
+
+/// Formats a parse error with the path of the field it concerns under `prefix`, such as
+/// `detail.lastStatus: invalid type: integer `3`, expected a string`.
+fn describe_error(prefix: &str, err: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let path = err.path().to_string();
+    let at = match (prefix, path.as_str()) {
+        ("", ".") => return err.inner().to_string(),
+        (prefix, ".") => prefix.to_owned(),
+        ("", path) => path.to_owned(),
+        (prefix, path) => format!("{prefix}.{path}"),
+    };
+    format!("{at}: {}", err.inner())
 }
 
 fn json_kind(value: &Value) -> &'static str {
@@ -105,6 +125,43 @@ fn json_kind(value: &Value) -> &'static str {
     }
 }
 
+/// Reads an optional field, taking a value of the wrong type as missing: the event is only a
+/// trigger, so a malformed field that the registrar can do without must not fail it.
+fn lenient<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    let value = Value::deserialize(deserializer)?;
+    Ok(T::deserialize(value).ok())
+}
+
+/// Reads an optional list, keeping the elements that parse and dropping the others.
+fn lenient_list<'de, D, T>(deserializer: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    let Value::Array(items) = Value::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        items
+            .into_iter()
+            .filter_map(|item| T::deserialize(item).ok())
+            .collect(),
+    ))
+}
+
+/// Reads the task version, as a number or a numeric string.
+fn lenient_version<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    Ok(match Value::deserialize(deserializer)? {
+        Value::Number(number) => number.as_i64(),
+        Value::String(text) => text.trim().parse().ok(),
+        _ => None,
+    })
+}
+
 /// The `detail` of an ECS Task State Change, as far as the registrar reads it.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -113,53 +170,53 @@ struct TaskDetail {
     cluster_arn: String,
     last_status: String,
     desired_status: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_version")]
     version: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     task_definition_arn: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     group: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     launch_type: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     container_instance_arn: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     stop_code: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     stopped_reason: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     updated_at: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_list")]
     attachments: Option<Vec<Attachment>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_list")]
     containers: Option<Vec<ContainerDetail>>,
 }
 
 /// One entry of `detail.attachments`; `details` is a list of name/value pairs, not a map.
 #[derive(Debug, Deserialize)]
 struct Attachment {
-    #[serde(default, rename = "type")]
+    #[serde(default, rename = "type", deserialize_with = "lenient")]
     kind: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_list")]
     details: Option<Vec<NameValue>>,
 }
 
 #[derive(Debug, Deserialize)]
 struct NameValue {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     value: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ContainerDetail {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_list")]
     network_bindings: Option<Vec<NetworkBinding>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_list")]
     network_interfaces: Option<Vec<NetworkInterface>>,
 }
 
@@ -168,16 +225,16 @@ struct ContainerDetail {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct NetworkBinding {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     container_port: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     host_port: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct NetworkInterface {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     private_ipv4_address: Option<String>,
 }
 
@@ -383,6 +440,80 @@ mod tests {
         assert!(event.task.containers[0].bindings.is_empty());
         assert_eq!(event.task.version, None);
         assert_eq!(event.id, None);
+    }
+
+    #[test]
+    fn wrong_types_in_optional_fields_are_dropped() {
+        let payload = json!({
+            "detail-type": "ECS Task State Change",
+            "source": "aws.ecs",
+            "detail": {
+                "taskArn": "arn:aws:ecs:us-east-1:123456789012:task/c/abc",
+                "clusterArn": "arn:aws:ecs:us-east-1:123456789012:cluster/c",
+                "lastStatus": "RUNNING",
+                "desiredStatus": "RUNNING",
+                "version": "7",
+                "group": 12,
+                "stopCode": {"x": 1},
+                "attachments": [
+                    "not an object",
+                    {"type": "eni", "details": [
+                        {"name": "macAddress", "value": 5},
+                        {"name": "privateIPv4Address", "value": "10.1.2.3"}
+                    ]}
+                ],
+                "containers": [
+                    {"name": "app", "networkBindings": [
+                        {"containerPort": "80", "hostPort": 1},
+                        {"containerPort": 8080, "hostPort": 32768}
+                    ]},
+                    {"name": ["not", "a", "name"]}
+                ]
+            }
+        });
+        let Ok(Invocation::TaskStateChange(event)) = parse(&payload) else {
+            panic!("not parsed");
+        };
+        assert_eq!(event.task.version, Some(7));
+        assert_eq!(event.task.group, None);
+        assert_eq!(event.task.stop_code, None);
+        assert_eq!(event.task.eni_ipv4.as_deref(), Some("10.1.2.3"));
+        assert_eq!(event.task.containers.len(), 1);
+        assert_eq!(event.task.containers[0].bindings.len(), 1);
+        assert_eq!(event.task.containers[0].host_port(8080), Some(32768));
+    }
+
+    #[test]
+    fn wrong_type_in_required_field_names_it() {
+        let payload = json!({
+            "detail-type": "ECS Task State Change",
+            "source": "aws.ecs",
+            "detail": {"taskArn": "t", "clusterArn": "c", "lastStatus": 3, "desiredStatus": "RUNNING"}
+        });
+        let err = parse(&payload).expect_err("lastStatus is required");
+        assert!(
+            err.to_string().contains("detail.lastStatus: invalid type"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn detail_that_is_not_an_object_is_named() {
+        let payload =
+            json!({"detail-type": "ECS Task State Change", "source": "aws.ecs", "detail": []});
+        let err = parse(&payload).expect_err("rejected");
+        assert!(
+            err.to_string()
+                .contains("detail: expected a JSON object, got an array"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_envelope_time_is_named() {
+        let payload = json!({"detail-type": "x", "source": "y", "time": "yesterday", "detail": {}});
+        let err = parse(&payload).expect_err("rejected");
+        assert!(err.to_string().contains("time: "), "{err}");
     }
 
     #[test]
