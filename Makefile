@@ -5,7 +5,7 @@ export AWS_EC2_METADATA_DISABLED := true
 export AWS_ACCESS_KEY_ID := testing
 export AWS_SECRET_ACCESS_KEY := testing
 export AWS_REGION := us-east-1
-unexport AWS_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL
+unexport AWS_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL HTTP_PROXY http_proxy HTTPS_PROXY https_proxy ALL_PROXY all_proxy
 
 VENV := .venv
 PYTHON := $(VENV)/bin/python

@@ -282,8 +282,8 @@ pub fn load(
     }
 }
 
-/// Every problem found in a service mapping, one message each.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Every problem found in the configuration, one message each.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ConfigError {
     /// One message per problem, each naming the key path and the value.
     pub problems: Vec<String>,
@@ -300,15 +300,23 @@ impl ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.problems.as_slice() {
-            [one] => write!(f, "invalid service mapping: {one}"),
+            [one] => write!(f, "invalid configuration: {one}"),
             many => {
-                write!(f, "invalid service mapping ({} problems):", many.len())?;
+                write!(f, "invalid configuration ({} problems):", many.len())?;
                 for problem in many {
                     write!(f, "\n  - {problem}")?;
                 }
                 Ok(())
             }
         }
+    }
+}
+
+// `main` returns this error, and Rust prints a returned error with `Debug`: show the same
+// readable list as `Display`.
+impl fmt::Debug for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 

@@ -13,9 +13,15 @@ use support::{Emulator, RunningTask};
 
 /// Runs the CLI with a clean environment holding only dummy credentials.
 async fn registrar(args: &[&str]) -> Output {
+    registrar_with_env(args, &[]).await
+}
+
+/// Runs the CLI with dummy credentials and the given extra variables.
+async fn registrar_with_env(args: &[&str], vars: &[(&str, &str)]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_registrar"))
         .args(args)
         .env_clear()
+        .envs(vars.iter().copied())
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -114,7 +120,8 @@ async fn check_config_prints_the_example_mapping() {
     .await;
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
-    assert_eq!(text.lines().count(), 5, "{text}");
+    assert_eq!(text.lines().count(), 6, "{text}");
+    assert!(text.contains("health confirmation: off"), "{text}");
     assert!(text.contains("pdf: tasks of cluster arn:aws:ecs:us-east-2:123456789012:cluster/pdfapi-cluster with family dev-pdf, container pdf port 9080"), "{text}");
 }
 
@@ -444,4 +451,36 @@ async fn wait_healthy_prints_each_change_and_fails_unhealthy() {
     assert!(text.contains("FAILED (TargetUnhealthy)"), "{text}");
     // One line per change: the unhealthy state is printed once, not every round.
     assert_eq!(text.matches("] ").count(), 2, "{text}");
+}
+
+#[tokio::test]
+async fn check_config_rejects_what_the_function_rejects() {
+    let example = repo_file("config/services.example.json");
+    let output = registrar_with_env(
+        &["--config-file", &example, "check-config"],
+        &[("HEALTH_ON_FAILURE", "bogus"), ("HEALTH_MAX_ROUNDS", "0")],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(2));
+    let text = stderr(&output);
+    assert!(
+        text.contains("invalid configuration (2 problems)"),
+        "{text}"
+    );
+    assert!(text.contains("HEALTH_ON_FAILURE: \"bogus\""), "{text}");
+    assert!(
+        text.contains("HEALTH_MAX_ROUNDS: \"0\" is invalid"),
+        "{text}"
+    );
+
+    let output = registrar_with_env(
+        &["--config-file", &example, "check-config"],
+        &[(
+            "HEALTH_STATE_MACHINE_ARN",
+            "arn:aws:states:us-east-2:123456789012:stateMachine:health-wait",
+        )],
+    )
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("health confirmation: arn:aws:states:us-east-2:123456789012:stateMachine:health-wait, a check every 10 s"), "{}", stdout(&output));
 }

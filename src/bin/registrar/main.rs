@@ -8,8 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ecs_target_registrar::aws::{LoadBalancing, load_sdk_config};
-use ecs_target_registrar::config::{CONFIG_ENV, CONFIG_FILE_ENV};
+use ecs_target_registrar::config::{self, CONFIG_ENV, CONFIG_FILE_ENV};
 use ecs_target_registrar::decision::Target;
+use ecs_target_registrar::health::{HealthSettings, OnFailure};
 use ecs_target_registrar::summary::{ChangeResult, Summary};
 use ecs_target_registrar::{Config, Environment, Error, Registrar};
 use lambda_runtime::tracing::subscriber::EnvFilter;
@@ -107,8 +108,8 @@ async fn main() -> ExitCode {
         return wait_for_group(&cli, target_group, targets, &wait, output).await;
     }
 
-    let config = match load_config(&cli) {
-        Ok(config) => config,
+    let (config, health) = match load_config(&cli) {
+        Ok(loaded) => loaded,
         Err(message) => {
             eprintln!("error: {message}");
             return ExitCode::from(2);
@@ -117,6 +118,7 @@ async fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig => {
             print_mapping(&config);
+            print_health(&health);
             ExitCode::SUCCESS
         }
         Command::Handle {
@@ -182,12 +184,20 @@ fn print_json(value: &impl serde::Serialize) {
     }
 }
 
-fn load_config(cli: &Cli) -> Result<Config, String> {
-    let loaded = match &cli.config_file {
-        Some(path) => Config::from_file(&path.to_string_lossy()),
-        None => Config::from_env(),
+/// Reads the mapping and the health settings as the Lambda function does, with
+/// `--config-file` in place of the mapping variables, so that `check-config` rejects exactly
+/// what the function's start-up rejects.
+fn load_config(cli: &Cli) -> Result<(Config, HealthSettings), String> {
+    let file = cli
+        .config_file
+        .as_ref()
+        .map(|path| path.to_string_lossy().into_owned());
+    let lookup = |name: &str| match (&file, name) {
+        (Some(path), CONFIG_FILE_ENV) => Some(path.clone()),
+        (Some(_), CONFIG_ENV) => None,
+        _ => std::env::var(name).ok(),
     };
-    loaded.map_err(|err| {
+    config::load(lookup).map_err(|err| {
         if cli.config_file.is_none()
             && std::env::var_os(CONFIG_ENV).is_none()
             && std::env::var_os(CONFIG_FILE_ENV).is_none()
@@ -197,6 +207,26 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
             err.to_string()
         }
     })
+}
+
+fn print_health(health: &HealthSettings) {
+    let Some(state_machine) = &health.state_machine_arn else {
+        println!("health confirmation: off (HEALTH_STATE_MACHINE_ARN is not set)");
+        return;
+    };
+    let timing = &health.timing;
+    println!(
+        "health confirmation: {state_machine}, a check every {} s after {} s, {} checks, \
+         {} s grace, on failure {}",
+        timing.poll_interval_seconds,
+        timing.initial_delay_seconds,
+        timing.max_rounds,
+        timing.grace_period_seconds,
+        match health.on_failure {
+            OnFailure::None => "none",
+            OnFailure::Deregister => "deregister",
+        }
+    );
 }
 
 fn print_mapping(config: &Config) {
