@@ -60,7 +60,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             &definition,
         );
         println!(
-            "\nInvoking the handler with events/{fixture} (lastStatus {}, desiredStatus {}):",
+            "\nInvoking the handler with events/{fixture}, its ARNs and address rewritten to the demo \
+             task (lastStatus {}, desiredStatus {}):",
             event["detail"]["lastStatus"], event["detail"]["desiredStatus"]
         );
         let summary = registrar.handle(&event, &env).await?;

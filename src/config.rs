@@ -435,11 +435,18 @@ fn string_value(
     problems: &mut Vec<String>,
 ) -> Option<String> {
     match value.as_str() {
-        Some(text) if !text.trim().is_empty() => Some(text.to_owned()),
-        Some(_) => {
+        Some(text) if text.trim().is_empty() => {
             problems.push(format!("{path}.{key}: must not be empty"));
             None
         }
+        // ECS never pads names, so a padded value could never match.
+        Some(text) if text.trim() != text => {
+            problems.push(format!(
+                "{path}.{key}: {text:?} has leading or trailing spaces; remove them"
+            ));
+            None
+        }
+        Some(text) => Some(text.to_owned()),
         None => {
             problems.push(format!("{path}.{key}: expected a string, got {value}"));
             None
@@ -450,7 +457,8 @@ fn string_value(
 fn parse_cluster(value: &str, path: &str, problems: &mut Vec<String>) -> Option<ClusterRef> {
     if value.starts_with("arn:") {
         let valid = Arn::parse(value).is_some_and(|arn| {
-            arn.service == "ecs"
+            is_partition(arn.partition)
+                && arn.service == "ecs"
                 && !arn.region.is_empty()
                 && is_account(arn.account)
                 && arn
@@ -483,6 +491,10 @@ fn is_cluster_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn is_partition(partition: &str) -> bool {
+    partition == "aws" || partition.starts_with("aws-")
 }
 
 fn is_account(account: &str) -> bool {
@@ -563,7 +575,8 @@ fn parse_target_group(text: &str) -> Option<TargetGroupRef> {
     if text.starts_with("arn:") {
         let arn = Arn::parse(text)?;
         let mut resource = arn.resource.splitn(3, '/');
-        let valid = arn.service == "elasticloadbalancing"
+        let valid = is_partition(arn.partition)
+            && arn.service == "elasticloadbalancing"
             && !arn.region.is_empty()
             && is_account(arn.account)
             && resource.next() == Some("targetgroup")
@@ -662,6 +675,22 @@ mod tests {
             );
         }
         assert_eq!(problems.len(), expected.len(), "{problems:#?}");
+    }
+
+    #[test]
+    fn padded_names_and_bad_partitions_are_rejected() {
+        let mut padded = auth();
+        padded["group"] = json!(" service:auth ");
+        padded["container"] = json!("auth ");
+        let problems = errors_of(json!({"services": [padded]}));
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(
+            problems[0].contains("leading or trailing spaces"),
+            "{problems:?}"
+        );
+        let mut partition = auth();
+        partition["cluster"] = json!("arn:bogus:ecs:us-east-1:123456789012:cluster/web");
+        assert!(errors_of(json!({"services": [partition]}))[0].contains("is not a cluster ARN"));
     }
 
     #[test]

@@ -270,7 +270,9 @@ impl fmt::Display for Failure {
         f.write_str(match self {
             Failure::Unhealthy => "unhealthy after the grace period",
             Failure::NotInUse => "target group not in use (no listener forwards to it)",
-            Failure::Deregistered => "target was deregistered meanwhile",
+            Failure::Deregistered => {
+                "target is not registered (removed meanwhile, or never registered)"
+            }
             Failure::Unusable => "target cannot be used by the load balancer",
             Failure::TimedOut => "timed out waiting for healthy",
         })

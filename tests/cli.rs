@@ -484,3 +484,42 @@ async fn check_config_rejects_what_the_function_rejects() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stdout(&output).contains("health confirmation: arn:aws:states:us-east-2:123456789012:stateMachine:health-wait, a check every 10 s"), "{}", stdout(&output));
 }
+
+#[tokio::test]
+async fn missing_region_and_bad_endpoint_are_named() {
+    let example = repo_file("config/services.example.json");
+    let event = repo_file("events/service-action.json");
+    let output = registrar(&[
+        "--config-file",
+        &example,
+        "--endpoint-url",
+        "http://127.0.0.1:9",
+        "handle",
+        &event,
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("pass --region or set AWS_REGION"),
+        "{}",
+        stderr(&output)
+    );
+
+    let output = registrar(&[
+        "--config-file",
+        &example,
+        "--endpoint-url",
+        "not-a-url",
+        "--region",
+        "us-east-1",
+        "handle",
+        &event,
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("\"not-a-url\" is not an http:// or https:// URL"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -141,7 +141,13 @@ async fn wait_for_group(
     wait: &WaitOptions,
     output: Output,
 ) -> ExitCode {
-    let sdk = load_sdk_config(cli.endpoint_url.as_deref(), cli.region.as_deref()).await;
+    let sdk = match sdk_config(cli).await {
+        Ok(sdk) => sdk,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
     let arn = if target_group.starts_with("arn:") {
         target_group.to_owned()
@@ -175,6 +181,23 @@ async fn wait_for_group(
             ExitCode::FAILURE
         }
     }
+}
+
+/// Loads the SDK configuration, checking up front what would otherwise fail only at the first
+/// call: the endpoint's form and the presence of a region.
+async fn sdk_config(cli: &Cli) -> Result<aws_config::SdkConfig, String> {
+    if let Some(url) = &cli.endpoint_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!(
+                "--endpoint-url {url:?} is not an http:// or https:// URL, such as http://127.0.0.1:5000"
+            ));
+        }
+    }
+    let sdk = load_sdk_config(cli.endpoint_url.as_deref(), cli.region.as_deref()).await;
+    if sdk.region().is_none() {
+        return Err("no AWS region: pass --region or set AWS_REGION".to_owned());
+    }
+    Ok(sdk)
 }
 
 fn print_json(value: &impl serde::Serialize) {
@@ -266,7 +289,13 @@ async fn handle_files(
     output: Output,
     wait: Option<WaitOptions>,
 ) -> ExitCode {
-    let sdk = load_sdk_config(cli.endpoint_url.as_deref(), cli.region.as_deref()).await;
+    let sdk = match sdk_config(cli).await {
+        Ok(sdk) => sdk,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let env = Environment {
         region: sdk.region().map(ToString::to_string),
         account: None,

@@ -64,8 +64,9 @@ pub async fn wait_and_report<L: LoadBalancing>(
     let timing = options.timing();
     let listed: Vec<String> = targets.iter().map(ToString::to_string).collect();
     say(format!(
-        "waiting for {} in {group_label}: a check every {} s for up to {} s",
+        "waiting for {} in {group_label}: {} checks, {} s apart, the last {} s after the first",
         listed.join(", "),
+        timing.max_rounds,
         timing.poll_interval_seconds,
         timing.elapsed_seconds(timing.max_rounds)
     ));
