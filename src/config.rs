@@ -36,7 +36,9 @@ pub const CONFIG_ENV: &str = "REGISTRAR_CONFIG";
 /// Environment variable holding the path of a file with the mapping.
 pub const CONFIG_FILE_ENV: &str = "REGISTRAR_CONFIG_FILE";
 
-const TOP_LEVEL_KEYS: &[&str] = &["services"];
+const TOP_LEVEL_KEYS: &[&str] = &["services", "exclusiveTargetGroups", "maxRemovalPercent"];
+/// The default share of a target group's targets one sweep may remove.
+pub const DEFAULT_MAX_REMOVAL_PERCENT: u8 = 50;
 const SERVICE_KEYS: &[&str] = &[
     "name",
     "cluster",
@@ -52,6 +54,13 @@ const SERVICE_KEYS: &[&str] = &[
 pub struct Config {
     /// The mapped services, in document order.
     pub services: Vec<ServiceMapping>,
+    /// Target groups that hold only this registrar's targets: a sweep removes any target in
+    /// them that no running mapped task accounts for. In the other groups it removes only
+    /// targets it can attribute to a stopped task of a mapped service.
+    pub exclusive_target_groups: Vec<TargetGroupRef>,
+    /// The share of a group's targets, in percent, that one sweep may remove; the rest is
+    /// held back and reported, so a bad mapping or a partial answer cannot empty a group.
+    pub max_removal_percent: u8,
 }
 
 /// One entry of the mapping: tasks it recognises and where their container port goes.
@@ -253,8 +262,27 @@ impl Config {
             }
         }
 
+        let exclusive_target_groups =
+            parse_exclusive_groups(top.get("exclusiveTargetGroups"), &mappings, &mut problems);
+        let max_removal_percent = match top.get("maxRemovalPercent") {
+            None => DEFAULT_MAX_REMOVAL_PERCENT,
+            Some(value) => match value.as_u64().and_then(|v| u8::try_from(v).ok()) {
+                Some(percent) if (1..=100).contains(&percent) => percent,
+                _ => {
+                    problems.push(format!(
+                        "maxRemovalPercent: {value} is invalid; use a whole number from 1 to 100"
+                    ));
+                    DEFAULT_MAX_REMOVAL_PERCENT
+                }
+            },
+        };
+
         if problems.is_empty() {
-            Ok(Config { services: mappings })
+            Ok(Config {
+                services: mappings,
+                exclusive_target_groups,
+                max_removal_percent,
+            })
         } else {
             Err(ConfigError { problems })
         }
@@ -571,6 +599,39 @@ fn parse_target_groups(
     (problems.len() == before).then_some(groups)
 }
 
+fn parse_exclusive_groups(
+    value: Option<&Value>,
+    services: &[ServiceMapping],
+    problems: &mut Vec<String>,
+) -> Vec<TargetGroupRef> {
+    let Some(value) = value else {
+        return Vec::new();
+    };
+    let Some(entries) = value.as_array() else {
+        problems.push(format!(
+            "exclusiveTargetGroups: expected a list of target group ARNs or names, got {value}"
+        ));
+        return Vec::new();
+    };
+    let mut groups = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let at = format!("exclusiveTargetGroups[{index}]");
+        let Some(group) = entry.as_str().and_then(parse_target_group) else {
+            problems.push(format!("{at}: {entry} is not a target group ARN or name"));
+            continue;
+        };
+        let mapped = services.iter().any(|s| s.target_groups.contains(&group));
+        if mapped {
+            groups.push(group);
+        } else {
+            problems.push(format!(
+                "{at}: {group} is in no service's \"targetGroups\"; name it exactly as a service does"
+            ));
+        }
+    }
+    groups
+}
+
 fn parse_target_group(text: &str) -> Option<TargetGroupRef> {
     if text.starts_with("arn:") {
         let arn = Arn::parse(text)?;
@@ -691,6 +752,33 @@ mod tests {
         let mut partition = auth();
         partition["cluster"] = json!("arn:bogus:ecs:us-east-1:123456789012:cluster/web");
         assert!(errors_of(json!({"services": [partition]}))[0].contains("is not a cluster ARN"));
+    }
+
+    #[test]
+    fn sweep_keys_are_read_and_checked() {
+        let config = Config::from_value(&json!({
+            "services": [auth()], "exclusiveTargetGroups": ["unified-auth-admin-tg"], "maxRemovalPercent": 25
+        }))
+        .expect("valid");
+        assert_eq!(
+            config.exclusive_target_groups,
+            [TargetGroupRef::Name("unified-auth-admin-tg".into())]
+        );
+        assert_eq!(config.max_removal_percent, 25);
+        let default = Config::from_value(&json!({"services": [auth()]})).expect("valid");
+        assert_eq!(default.max_removal_percent, DEFAULT_MAX_REMOVAL_PERCENT);
+        let problems = errors_of(json!({
+            "services": [auth()], "exclusiveTargetGroups": ["other-tg"], "maxRemovalPercent": 0
+        }));
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(
+            problems[0].contains("other-tg is in no service"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].contains("maxRemovalPercent: 0 is invalid"),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -91,6 +91,10 @@ pub enum Error {
         summary: Box<Summary>,
     },
 
+    /// A sweep could not read what it needs to plan, or was asked for an unknown service.
+    #[error("sweep failed: {0}")]
+    Sweep(String),
+
     /// One or more target group changes failed; the others were still made.
     #[error("{message}")]
     TargetGroups {
@@ -107,6 +111,7 @@ impl Error {
         match self {
             Error::Payload(PayloadError::NotEventBridge(_)) => "InvalidPayload",
             Error::Payload(PayloadError::InvalidDetail(_)) => "InvalidTaskDetail",
+            Error::Payload(PayloadError::InvalidAction(_)) => "InvalidAction",
             Error::DescribeTask { .. } => "DescribeTasksFailed",
             Error::DescribeContainerInstance { .. } => "DescribeContainerInstancesFailed",
             Error::ListRunningTasks { .. } => "ListTasksFailed",
@@ -114,6 +119,7 @@ impl Error {
             Error::Unplaceable { .. } => "NoTargetForTask",
             Error::TargetGroups { .. } => "TargetGroupChangeFailed",
             Error::HealthWait { .. } => "StartExecutionFailed",
+            Error::Sweep(_) => "SweepFailed",
         }
     }
 

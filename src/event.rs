@@ -54,6 +54,9 @@ pub enum PayloadError {
         "payload is not an EventBridge event: {0}; send an EventBridge event or a documented action"
     )]
     NotEventBridge(String),
+    /// A hand-made action request (`{"action": ...}`) is malformed.
+    #[error("invalid action request: {0}")]
+    InvalidAction(String),
     /// The envelope is fine but the Task State Change detail is not.
     #[error("invalid ECS Task State Change detail: {0}")]
     InvalidDetail(String),

@@ -1,31 +1,145 @@
 //! The Lambda entry point's logic, kept out of `main.rs` so that tests can call it.
+//!
+//! Three kinds of payload arrive: ECS Task State Change events from the EventBridge rule, the
+//! scheduled rule's Scheduled Event (a sweep of every service), and action requests sent by
+//! hand, such as `{"action": "sweep", "services": ["auth", "pdf"], "dryRun": true}` or
+//! `{"action": "status"}`.
+
+use std::time::Duration;
 
 use lambda_runtime::LambdaEvent;
+use serde::Deserialize;
 use serde_json::Value;
-use tracing::error;
+use tracing::{error, info};
 
 use crate::aws::{Ecs, LoadBalancing, Workflows};
 use crate::error::Error;
+use crate::event::PayloadError;
 use crate::registrar::{Environment, Registrar};
-use crate::summary::Summary;
+use crate::sweep::SweepOptions;
+
+/// A hand-made request for a sweep or a status report.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ActionRequest {
+    /// `sweep` or `status`.
+    action: String,
+    /// Mapping entries to cover; all when empty.
+    #[serde(default)]
+    services: Vec<String>,
+    /// For a sweep: report the plan, change nothing.
+    #[serde(default)]
+    dry_run: bool,
+    /// For a sweep: seconds to wait for tasks that are still starting.
+    #[serde(default)]
+    max_wait_seconds: u64,
+}
+
+/// The longest a sweep inside the function may wait for starting tasks, below Lambda's
+/// 15-minute limit with room for the sweep itself.
+const MAX_WAIT_LIMIT_SECONDS: u64 = 600;
 
 /// Handles one Lambda invocation: reads the function's account from the invocation context,
-/// runs the registrar, and logs a failure once before the runtime reports it.
+/// routes the payload, and logs a failure once before the runtime reports it.
 ///
 /// # Errors
 ///
-/// As [`Registrar::handle`]; the runtime turns the error into a failed invocation, which
-/// Lambda retries and then sends to the dead-letter queue.
+/// As [`Registrar::handle`] for events and as [`Registrar::sweep`] for sweeps; a sweep whose
+/// writes failed fails too. The runtime turns the error into a failed invocation, which Lambda
+/// retries and then sends to the dead-letter queue.
 pub async fn function_handler<E: Ecs, L: LoadBalancing, W: Workflows>(
     event: LambdaEvent<Value>,
     registrar: &Registrar<E, L, W>,
     env: &Environment,
-) -> Result<Summary, Error> {
+) -> Result<Value, Error> {
     let env = env
         .clone()
         .with_function_arn(&event.context.invoked_function_arn);
-    registrar
-        .handle(&event.payload, &env)
+    invoke(registrar, &event.payload, &env)
         .await
         .inspect_err(|err| error!(kind = err.kind(), error = %err, "invocation failed"))
+}
+
+/// Routes one payload: an action request, a Scheduled Event, or an event for the handler.
+///
+/// # Errors
+///
+/// As [`function_handler`].
+pub async fn invoke<E: Ecs, L: LoadBalancing, W: Workflows>(
+    registrar: &Registrar<E, L, W>,
+    payload: &Value,
+    env: &Environment,
+) -> Result<Value, Error> {
+    if payload.get("action").is_some() {
+        let request = ActionRequest::deserialize(payload)
+            .map_err(|err| PayloadError::InvalidAction(err.to_string()))?;
+        return run_action(registrar, request).await;
+    }
+    let scheduled = payload.get("source").and_then(Value::as_str) == Some("aws.events")
+        && payload.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event");
+    if scheduled {
+        info!("scheduled sweep of every mapped service");
+        let request = ActionRequest {
+            action: "sweep".into(),
+            services: Vec::new(),
+            dry_run: false,
+            max_wait_seconds: 0,
+        };
+        return run_action(registrar, request).await;
+    }
+    let summary = registrar.handle(payload, env).await?;
+    Ok(to_json(&summary))
+}
+
+async fn run_action<E: Ecs, L: LoadBalancing, W: Workflows>(
+    registrar: &Registrar<E, L, W>,
+    request: ActionRequest,
+) -> Result<Value, Error> {
+    match request.action.as_str() {
+        "sweep" => {
+            if request.max_wait_seconds > MAX_WAIT_LIMIT_SECONDS {
+                return Err(PayloadError::InvalidAction(format!(
+                    "maxWaitSeconds {} is over {MAX_WAIT_LIMIT_SECONDS}; a function run ends after 15 minutes",
+                    request.max_wait_seconds
+                ))
+                .into());
+            }
+            let options = SweepOptions {
+                services: request.services,
+                dry_run: request.dry_run,
+                max_wait: Duration::from_secs(request.max_wait_seconds),
+            };
+            let report = registrar.sweep(&options).await?;
+            info!(
+                dry_run = report.dry_run,
+                changes = report.changes(),
+                "sweep done"
+            );
+            if report.has_errors() {
+                let failures: Vec<String> = report
+                    .groups
+                    .iter()
+                    .flat_map(|group| {
+                        group
+                            .errors
+                            .iter()
+                            .map(move |err| format!("{}: {err}", group.target_group))
+                    })
+                    .collect();
+                return Err(Error::Sweep(failures.join("; ")));
+            }
+            Ok(to_json(&report))
+        }
+        "status" => Ok(to_json(&registrar.status(&request.services).await?)),
+        other => Err(PayloadError::InvalidAction(format!(
+            "unknown action {other:?}; use \"sweep\" or \"status\""
+        ))
+        .into()),
+    }
+}
+
+fn to_json(value: &impl serde::Serialize) -> Value {
+    serde_json::to_value(value).unwrap_or_else(|err| {
+        serde_json::json!({"error": format!("the result could not be written as JSON: {err}")})
+    })
 }

@@ -12,6 +12,7 @@
 //! - [`registrar`]: the handler logic: confirm with ECS, change target groups, summarise.
 //! - [`aws`]: the seam to ECS and ELBv2, and the SDK configuration.
 //! - [`handler`]: the Lambda entry point's logic.
+//! - [`sweep`]: the verify-and-repair sweep over every mapped target group.
 //! - [`summary`] and [`error`]: what an invocation returns or fails with.
 
 pub mod aws;
@@ -23,6 +24,7 @@ pub mod handler;
 pub mod health;
 pub mod registrar;
 pub mod summary;
+pub mod sweep;
 pub mod task;
 
 pub use config::Config;

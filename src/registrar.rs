@@ -92,6 +92,30 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
         &self.config
     }
 
+    pub(crate) fn ecs(&self) -> &E {
+        &self.ecs
+    }
+
+    pub(crate) fn elb(&self) -> &L {
+        &self.elb
+    }
+
+    /// Returns a target group's ARN, looking a name up once per process.
+    pub(crate) async fn resolve_group(&self, group: &TargetGroupRef) -> Result<String, String> {
+        self.resolve(group).await
+    }
+
+    /// Forms the targets a running task stands for under `services`.
+    pub(crate) async fn plan_targets(
+        &self,
+        task: &Task,
+        cluster: &str,
+        services: &[&ServiceMapping],
+    ) -> Result<Plan, Error> {
+        self.plan(task, cluster, services, Lifecycle::Register)
+            .await
+    }
+
     /// Handles one invocation payload.
     ///
     /// Returns a summary for events that were acted on or deliberately ignored.

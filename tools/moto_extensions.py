@@ -230,8 +230,32 @@ def route_sdk_integrations() -> None:
             module.boto_client_for = client_on_loopback
 
 
+def paginate_list_tasks() -> None:
+    """Make ListTasks return pages of at most maxResults ARNs (default 100) with a nextToken.
+
+    Real ECS pages ListTasks at 100 ARNs; moto 5.2.5 returns every ARN at once and ignores
+    maxResults and nextToken, so the registrar's paging could not be tested against it.
+    """
+    from moto.core.responses import ActionResult
+    from moto.ecs.responses import EC2ContainerServiceResponse
+
+    original = EC2ContainerServiceResponse.list_tasks
+
+    def list_tasks(self):
+        arns = original(self).result["taskArns"]
+        size = int(self._get_param("maxResults") or 100)
+        start = int(self._get_param("nextToken") or 0)
+        page = {"taskArns": arns[start : start + size]}
+        if start + size < len(arns):
+            page["nextToken"] = str(start + size)
+        return ActionResult(page)
+
+    EC2ContainerServiceResponse.list_tasks = list_tasks
+
+
 def install() -> TargetHealthScripts:
     """Apply every change above. Call it before ThreadedMotoServer.start()."""
+    paginate_list_tasks()
     scripts = TargetHealthScripts()
     script_target_health(scripts)
     serve_target_health_route(scripts)

@@ -37,29 +37,13 @@ impl Ecs for Client {
     }
 
     async fn running_tasks(&self, cluster: &str) -> Result<Vec<Task>, ApiError> {
-        let mut arns = Vec::new();
-        let mut pages = self
-            .list_tasks()
-            .cluster(cluster)
-            .desired_status(DesiredStatus::Running)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            arns.extend(page.map_err(api_error)?.task_arns().iter().cloned());
-        }
+        self.tasks_with_desired_status(cluster, DesiredStatus::Running)
+            .await
+    }
 
-        let mut tasks = Vec::with_capacity(arns.len());
-        for batch in arns.chunks(DESCRIBE_TASKS_LIMIT) {
-            let output = self
-                .describe_tasks()
-                .cluster(cluster)
-                .set_tasks(Some(batch.to_vec()))
-                .send()
-                .await
-                .map_err(api_error)?;
-            tasks.extend(output.tasks().iter().map(task_from_sdk));
-        }
-        Ok(tasks)
+    async fn stopped_tasks(&self, cluster: &str) -> Result<Vec<Task>, ApiError> {
+        self.tasks_with_desired_status(cluster, DesiredStatus::Stopped)
+            .await
     }
 
     async fn ec2_instance_id(
@@ -81,6 +65,52 @@ impl Ecs for Client {
             .map(str::to_owned))
     }
 }
+
+/// Lists a cluster's tasks with one desired status, every page, and describes them in batches.
+trait ListDescribed {
+    async fn tasks_with_desired_status(
+        &self,
+        cluster: &str,
+        desired: DesiredStatus,
+    ) -> Result<Vec<Task>, ApiError>;
+}
+
+impl ListDescribed for Client {
+    async fn tasks_with_desired_status(
+        &self,
+        cluster: &str,
+        desired: DesiredStatus,
+    ) -> Result<Vec<Task>, ApiError> {
+        let mut arns = Vec::new();
+        let mut pages = self
+            .list_tasks()
+            .cluster(cluster)
+            .desired_status(desired)
+            .max_results(LIST_TASKS_PAGE)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            arns.extend(page.map_err(api_error)?.task_arns().iter().cloned());
+        }
+
+        let mut tasks = Vec::with_capacity(arns.len());
+        for batch in arns.chunks(DESCRIBE_TASKS_LIMIT) {
+            let output = self
+                .describe_tasks()
+                .cluster(cluster)
+                .set_tasks(Some(batch.to_vec()))
+                .send()
+                .await
+                .map_err(api_error)?;
+            tasks.extend(output.tasks().iter().map(task_from_sdk));
+        }
+        Ok(tasks)
+    }
+}
+
+/// Task ARNs per ListTasks page: ECS's maximum, asked for explicitly so each page fills one
+/// DescribeTasks batch.
+const LIST_TASKS_PAGE: i32 = 100;
 
 /// The maximum number of tasks one DescribeTasks call accepts.
 const DESCRIBE_TASKS_LIMIT: usize = 100;

@@ -56,7 +56,7 @@ impl LoadBalancing for Client {
         let output = self
             .describe_target_health()
             .target_group_arn(target_group_arn)
-            .set_targets(Some(descriptions(targets)))
+            .set_targets((!targets.is_empty()).then(|| descriptions(targets)))
             .send()
             .await
             .map_err(|err| {

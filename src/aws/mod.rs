@@ -92,6 +92,13 @@ pub trait Ecs: Send + Sync {
         cluster: &str,
     ) -> impl Future<Output = Result<Vec<Task>, ApiError>> + Send;
 
+    /// Lists the tasks of `cluster` that ECS stopped recently (desiredStatus STOPPED; ECS
+    /// keeps them for about an hour), described like [`Ecs::running_tasks`].
+    fn stopped_tasks(
+        &self,
+        cluster: &str,
+    ) -> impl Future<Output = Result<Vec<Task>, ApiError>> + Send;
+
     /// Returns the EC2 instance id behind a container instance (DescribeContainerInstances),
     /// or `None` when ECS lists no instance id, as for ECS Anywhere instances.
     fn ec2_instance_id(
@@ -120,7 +127,7 @@ pub trait LoadBalancing: Send + Sync {
     ) -> impl Future<Output = Result<(), ApiError>> + Send;
 
     /// Returns the health of the given targets (DescribeTargetHealth), one entry per target
-    /// that ELB reports on.
+    /// that ELB reports on; an empty `targets` asks for every target of the group.
     fn describe_target_health(
         &self,
         target_group_arn: &str,
