@@ -523,3 +523,168 @@ async fn missing_region_and_bad_endpoint_are_named() {
         stderr(&output)
     );
 }
+
+/// Runs the CLI with dummy credentials, writing `input` to its standard input.
+async fn registrar_with_input(args: &[&str], input: &str) -> Output {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_registrar"))
+        .args(args)
+        .env_clear()
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the registrar CLI");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(input.as_bytes())
+        .await
+        .expect("write the answer");
+    drop(stdin);
+    child.wait_with_output().await.expect("registrar output")
+}
+
+#[tokio::test]
+async fn sweep_asks_first_and_applies_on_yes() {
+    let setup = setup().await;
+    let scratch = Scratch::new();
+    let mapping = scratch.write("mapping.json", &setup.mapping.to_string());
+    let endpoint = Emulator::shared().endpoint.clone();
+    let base = [
+        "--config-file",
+        &mapping,
+        "--endpoint-url",
+        &endpoint,
+        "--region",
+        "us-east-1",
+        "sweep",
+    ];
+    let elb = ElbClient::new(&Emulator::shared().sdk_config());
+
+    // No answer (standard input closed): nothing changes, exit 1.
+    let output = registrar(&base).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(
+        stdout(&output).contains(&format!(
+            "{}:8080 in {}: missing, to register",
+            setup.task.ip, setup.group
+        )),
+        "{}",
+        stdout(&output)
+    );
+    assert!(
+        stderr(&output).contains("aborted: nothing was changed"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        support::registered_targets(&elb, &setup.group)
+            .await
+            .is_empty()
+    );
+
+    // A dry run changes nothing either, and succeeds.
+    let output = registrar(&[&base[..], &["--dry-run"]].concat()).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("would change 1 targets"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(
+        support::registered_targets(&elb, &setup.group)
+            .await
+            .is_empty()
+    );
+
+    // "y" applies, then the health check passes.
+    let output = registrar_with_input(&base, "y\n").await;
+    assert!(
+        output.status.success(),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let text = stdout(&output);
+    assert!(text.contains("Apply 1 target changes? [y/N]"), "{text}");
+    assert!(text.contains("healthy after 1 checks"), "{text}");
+    assert!(text.contains("TARGET GROUP"), "{text}");
+    let targets = support::registered_targets(&elb, &setup.group).await;
+    assert_eq!(targets.len(), 1);
+
+    // Nothing left to do: a second sweep says so without asking.
+    let output = registrar(&base).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("nothing to change"),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[tokio::test]
+async fn sweep_force_json_and_status_exit_codes() {
+    let setup = setup().await;
+    let scratch = Scratch::new();
+    let mapping = scratch.write("mapping.json", &setup.mapping.to_string());
+    let endpoint = Emulator::shared().endpoint.clone();
+    let common = [
+        "--config-file",
+        mapping.as_str(),
+        "--endpoint-url",
+        endpoint.as_str(),
+        "--region",
+        "us-east-1",
+    ];
+
+    let output = registrar(&[&common[..], &["status"]].concat()).await;
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a missing target fails the status"
+    );
+    assert!(stdout(&output).contains("missing"), "{}", stdout(&output));
+
+    let output = registrar(
+        &[
+            &common[..],
+            &[
+                "sweep",
+                "--force",
+                "--skip-health-check",
+                "--output",
+                "json",
+            ],
+        ]
+        .concat(),
+    )
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: Value = serde_json::from_str(&stdout(&output)).expect("JSON report");
+    assert_eq!(report["dryRun"], false);
+    assert_eq!(
+        report["groups"][0]["register"][0]["id"],
+        setup.task.ip.as_str()
+    );
+
+    let output = registrar(&[&common[..], &["status", "--output", "json"]].concat()).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let status: Value = serde_json::from_str(&stdout(&output)).expect("JSON status");
+    assert_eq!(status["ok"], true);
+    assert_eq!(status["targets"][0]["state"], "healthy");
+    assert_eq!(
+        status["targets"][0]["taskArn"],
+        setup.task.task_arn.as_str()
+    );
+
+    let output = registrar(&[&common[..], &["status", "--services", "nope"]].concat()).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("unknown service"),
+        "{}",
+        stderr(&output)
+    );
+}

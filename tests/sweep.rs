@@ -350,3 +350,66 @@ async fn status_reports_missing_and_healthy_targets() {
             .ok
     );
 }
+
+#[tokio::test]
+async fn function_routes_actions_and_schedules() {
+    use ecs_target_registrar::Environment;
+    use ecs_target_registrar::handler::invoke;
+
+    let fleet = Fleet::new().await;
+    let tasks = fleet.start(&fleet.a_definition, 2).await;
+    let registrar = fleet.registrar(&fleet.mapping);
+    let env = Environment {
+        region: Some("us-east-1".into()),
+        account: Some("123456789012".into()),
+    };
+
+    let dry = json!({"action": "sweep", "services": ["a"], "dryRun": true});
+    let report = invoke(&registrar, &dry, &env).await.expect("dry run");
+    assert_eq!(report["dryRun"], true);
+    assert_eq!(
+        report["groups"][0]["register"].as_array().map(Vec::len),
+        Some(2)
+    );
+    assert!(fleet.ids(&fleet.shared).await.is_empty());
+
+    let scheduled = support::fixture_event("scheduled-event.json");
+    let report = invoke(&registrar, &scheduled, &env)
+        .await
+        .expect("scheduled sweep");
+    assert_eq!(report["dryRun"], false);
+    let mut expected: Vec<String> = tasks.iter().map(|t| t.ip.clone()).collect();
+    expected.sort();
+    assert_eq!(fleet.ids(&fleet.shared).await, expected);
+
+    let status = invoke(&registrar, &json!({"action": "status"}), &env)
+        .await
+        .expect("status");
+    assert_eq!(status["ok"], true);
+
+    for (payload, fragment) in [
+        (json!({"action": "reboot"}), "unknown action \"reboot\""),
+        (
+            json!({"action": "sweep", "dryrun": true}),
+            "unknown field `dryrun`",
+        ),
+        (
+            json!({"action": "sweep", "maxWaitSeconds": 3600}),
+            "maxWaitSeconds 3600 is over 600",
+        ),
+    ] {
+        let err = invoke(&registrar, &payload, &env)
+            .await
+            .expect_err("rejected");
+        assert_eq!(err.kind(), "InvalidAction");
+        assert!(err.to_string().contains(fragment), "{err}");
+    }
+}
+
+#[test]
+fn sample_action_payloads_parse() {
+    for name in ["sweep-dry-run.json", "sweep.json", "status.json"] {
+        let payload = support::fixture_event(name);
+        assert!(payload["action"].is_string(), "{name}");
+    }
+}

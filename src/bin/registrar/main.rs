@@ -1,6 +1,7 @@
 //! The operator CLI: runs the Lambda function's handler on event files, against AWS or the
 //! local emulator, and prints each decision and change; waits for targets to become healthy.
 
+mod sweep;
 mod wait;
 
 use std::path::PathBuf;
@@ -60,6 +61,20 @@ enum Command {
     },
     /// Validate the service mapping and print what it maps.
     CheckConfig,
+    /// Bring every mapped target group in line with the tasks that really run: register what
+    /// is missing, deregister what is stale; asks before changing anything unless --force.
+    Sweep(sweep::SweepArgs),
+    /// Show, per service, each running task's target in each target group and its health;
+    /// exits 1 when any is missing or not healthy.
+    Status {
+        /// Mapping entries to report on, comma-separated; all when left out.
+        #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+        services: Vec<String>,
+
+        /// Output format: an aligned table, or the report as JSON.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Wait until targets of a target group are healthy, printing each change of their
     /// health; exits 1 when any target ends unhealthy, unused, deregistered or timed out.
     WaitHealthy {
@@ -82,7 +97,7 @@ enum Command {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Output {
+pub(crate) enum Output {
     /// Lines for people: decisions, target group changes and health states.
     Text,
     /// JSON documents: the handler's summary per event file, the wait's result per target.
@@ -129,6 +144,21 @@ async fn main() -> ExitCode {
         } => {
             let wait = wait_healthy.then_some(wait);
             handle_files(&cli, config, files, output, wait).await
+        }
+        Command::Sweep(ref args) => {
+            let Some((registrar, elb)) = build_registrar(&cli, config).await else {
+                return ExitCode::from(2);
+            };
+            ExitCode::from(sweep::run_sweep(&registrar, &elb, args).await)
+        }
+        Command::Status {
+            ref services,
+            output,
+        } => {
+            let Some((registrar, _)) = build_registrar(&cli, config).await else {
+                return ExitCode::from(2);
+            };
+            ExitCode::from(sweep::run_status(&registrar, services, output).await)
         }
         Command::WaitHealthy { .. } => ExitCode::from(2),
     }
@@ -183,6 +213,26 @@ async fn wait_for_group(
     }
 }
 
+/// Builds a registrar on the SDK clients, or prints why it cannot and returns `None`.
+async fn build_registrar(
+    cli: &Cli,
+    config: Config,
+) -> Option<(
+    Registrar<aws_sdk_ecs::Client, aws_sdk_elasticloadbalancingv2::Client>,
+    aws_sdk_elasticloadbalancingv2::Client,
+)> {
+    let sdk = match sdk_config(cli).await {
+        Ok(sdk) => sdk,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return None;
+        }
+    };
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
+    let registrar = Registrar::new(config, aws_sdk_ecs::Client::new(&sdk), elb.clone());
+    Some((registrar, elb))
+}
+
 /// Loads the SDK configuration, checking up front what would otherwise fail only at the first
 /// call: the endpoint's form and the presence of a region.
 async fn sdk_config(cli: &Cli) -> Result<aws_config::SdkConfig, String> {
@@ -200,7 +250,7 @@ async fn sdk_config(cli: &Cli) -> Result<aws_config::SdkConfig, String> {
     Ok(sdk)
 }
 
-fn print_json(value: &impl serde::Serialize) {
+pub(crate) fn print_json(value: &impl serde::Serialize) {
     match serde_json::to_string_pretty(value) {
         Ok(json) => println!("{json}"),
         Err(err) => eprintln!("error: cannot print JSON: {err}"),
