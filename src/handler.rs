@@ -30,10 +30,19 @@ struct ActionRequest {
     /// For a sweep: report the plan, change nothing.
     #[serde(default)]
     dry_run: bool,
-    /// For a sweep: seconds to wait for tasks that are still starting.
+    /// For a sweep: wait for tasks that are still starting, then register them too.
     #[serde(default)]
-    max_wait_seconds: u64,
+    wait_for_starting: bool,
+    /// For a sweep that waits: the longest wait, in seconds (300 when left out).
+    #[serde(default)]
+    max_wait_seconds: Option<u64>,
+    /// For a sweep: start no health-wait executions for the targets it registers.
+    #[serde(default)]
+    skip_health_check: bool,
 }
+
+/// How long a sweep that waits for starting tasks waits when the request does not say.
+const DEFAULT_MAX_WAIT_SECONDS: u64 = 300;
 
 /// The longest a sweep inside the function may wait for starting tasks, below Lambda's
 /// 15-minute limit with room for the sweep itself.
@@ -83,7 +92,9 @@ pub async fn invoke<E: Ecs, L: LoadBalancing, W: Workflows>(
             action: "sweep".into(),
             services: Vec::new(),
             dry_run: false,
-            max_wait_seconds: 0,
+            wait_for_starting: false,
+            max_wait_seconds: None,
+            skip_health_check: false,
         };
         return run_action(registrar, request).await;
     }
@@ -97,17 +108,21 @@ async fn run_action<E: Ecs, L: LoadBalancing, W: Workflows>(
 ) -> Result<Value, Error> {
     match request.action.as_str() {
         "sweep" => {
-            if request.max_wait_seconds > MAX_WAIT_LIMIT_SECONDS {
+            let max_wait = request.max_wait_seconds.unwrap_or(DEFAULT_MAX_WAIT_SECONDS);
+            if max_wait > MAX_WAIT_LIMIT_SECONDS {
                 return Err(PayloadError::InvalidAction(format!(
-                    "maxWaitSeconds {} is over {MAX_WAIT_LIMIT_SECONDS}; a function run ends after 15 minutes",
-                    request.max_wait_seconds
+                    "maxWaitSeconds {max_wait} is over {MAX_WAIT_LIMIT_SECONDS}; a function run ends after 15 minutes"
                 ))
                 .into());
             }
             let options = SweepOptions {
                 services: request.services,
                 dry_run: request.dry_run,
-                max_wait: Duration::from_secs(request.max_wait_seconds),
+                max_wait: if request.wait_for_starting {
+                    Duration::from_secs(max_wait)
+                } else {
+                    Duration::ZERO
+                },
             };
             let report = registrar.sweep(&options).await?;
             info!(
@@ -128,7 +143,31 @@ async fn run_action<E: Ecs, L: LoadBalancing, W: Workflows>(
                     .collect();
                 return Err(Error::Sweep(failures.join("; ")));
             }
-            Ok(to_json(&report))
+            let mut response = to_json(&report);
+            if !report.dry_run && !request.skip_health_check {
+                let registered: Vec<_> = report
+                    .groups
+                    .iter()
+                    .filter(|group| !group.register.is_empty())
+                    .map(|group| (group.target_group_arn.clone(), group.register.clone()))
+                    .collect();
+                let run = format!("s{}", unix_seconds());
+                let checks = registrar.start_sweep_health_waits(&run, &registered).await;
+                let failed = checks
+                    .iter()
+                    .filter_map(|check| check.error.clone())
+                    .collect::<Vec<_>>();
+                if !failed.is_empty() {
+                    return Err(Error::Sweep(format!(
+                        "the sweep made its changes, but health waits could not be started: {}",
+                        failed.join("; ")
+                    )));
+                }
+                if !checks.is_empty() {
+                    response["healthChecks"] = to_json(&checks);
+                }
+            }
+            Ok(response)
         }
         "status" => Ok(to_json(&registrar.status(&request.services).await?)),
         other => Err(PayloadError::InvalidAction(format!(
@@ -136,6 +175,12 @@ async fn run_action<E: Ecs, L: LoadBalancing, W: Workflows>(
         ))
         .into()),
     }
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
 }
 
 fn to_json(value: &impl serde::Serialize) -> Value {

@@ -499,24 +499,41 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
             .filter(|change| change.result == ChangeResult::Registered)
             .filter_map(|change| Some((change.target_group_arn.as_deref()?, &change.targets)))
             .map(|(group, targets)| {
-                self.start_health_wait(state_machine, task, trigger, group, targets)
+                let name = health::execution_name(task.id(), trigger, group);
+                self.start_health_wait(state_machine, &task.task_arn, name, group, targets)
             });
+        join_all(starts).await
+    }
+
+    /// Starts one health-wait execution per target group of a sweep that registered targets,
+    /// when a state machine is configured; `run` names the sweep run (its start time).
+    pub(crate) async fn start_sweep_health_waits(
+        &self,
+        run: &str,
+        groups: &[(String, Vec<Target>)],
+    ) -> Vec<HealthCheck> {
+        let Some(state_machine) = self.health.state_machine_arn.as_deref() else {
+            return Vec::new();
+        };
+        let starts = groups.iter().map(|(group, targets)| {
+            let name = health::execution_name("sweep", run, group);
+            self.start_health_wait(state_machine, "sweep", name, group, targets)
+        });
         join_all(starts).await
     }
 
     async fn start_health_wait(
         &self,
         state_machine: &str,
-        task: &Task,
-        trigger: &str,
+        task_arn: &str,
+        name: String,
         target_group_arn: &str,
         targets: &[Target],
     ) -> HealthCheck {
-        let name = health::execution_name(task.id(), trigger, target_group_arn);
         let input = json!({
             "targetGroupArn": target_group_arn,
             "targets": targets.iter().map(|t| json!({"Id": t.id, "Port": t.port})).collect::<Vec<_>>(),
-            "taskArn": task.task_arn,
+            "taskArn": task_arn,
             "timing": self.health.timing,
             "onFailure": self.health.on_failure,
         });
@@ -533,16 +550,16 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
             .await
         {
             Ok(Started::Execution { execution_arn }) => {
-                info!(task_arn = %task.task_arn, target_group = %target_group_arn, target = %list_targets(targets), execution = %execution_arn, "started health wait");
+                info!(%task_arn, target_group = %target_group_arn, target = %list_targets(targets), execution = %execution_arn, "started health wait");
                 check.execution_arn = Some(execution_arn);
                 check.result = HealthCheckResult::Started;
             }
             Ok(Started::AlreadyExists) => {
-                info!(task_arn = %task.task_arn, target_group = %target_group_arn, execution = %name, "health wait already started for this event");
+                info!(%task_arn, target_group = %target_group_arn, execution = %name, "health wait already started for this event");
                 check.result = HealthCheckResult::AlreadyStarted;
             }
             Err(err) => {
-                error!(task_arn = %task.task_arn, target_group = %target_group_arn, execution = %name, error = %err, "StartExecution failed");
+                error!(%task_arn, target_group = %target_group_arn, execution = %name, error = %err, "StartExecution failed");
                 check.error = Some(format!("StartExecution of {name} failed: {err}"));
             }
         }

@@ -707,3 +707,55 @@ async fn registrar_starts_the_wait_once_per_event() {
         .expect("ListExecutions");
     assert_eq!(executions.executions().len(), 1);
 }
+
+/// A sweep through the function starts a health wait for the targets it registered.
+#[tokio::test]
+async fn sweep_starts_health_waits_for_its_registrations() {
+    use ecs_target_registrar::health::{HealthSettings, OnFailure, Timing};
+    use ecs_target_registrar::{Config, Environment, Registrar, handler::invoke};
+
+    let emulator = Emulator::shared();
+    let sdk = emulator.sdk_config();
+    let ecs = aws_sdk_ecs::Client::new(&sdk);
+    let elb = ElbClient::new(&sdk);
+    let sfn = SfnClient::new(&sdk);
+    let cluster = support::create_cluster(&ecs, &support::unique("sweep-health")).await;
+    let family = support::unique("sweep-web");
+    let definition = support::register_task_definition(&ecs, &family, "app", 8080).await;
+    let group =
+        support::create_ip_target_group(&elb, &support::unique("tg"), &emulator.vpc_id, 8080).await;
+    support::run_task(&ecs, &cluster, &definition, emulator).await;
+    let state_machine = create_health_state_machine(&sfn, &support::unique("health-wait")).await;
+    let mapping = json!({"services": [{
+        "name": "web", "cluster": cluster, "family": family,
+        "container": "app", "containerPort": 8080, "targetGroups": [group]
+    }]});
+    let settings = HealthSettings {
+        state_machine_arn: Some(state_machine),
+        on_failure: OnFailure::None,
+        timing: Timing {
+            initial_delay_seconds: 0,
+            poll_interval_seconds: 1,
+            grace_period_seconds: 2,
+            max_rounds: 3,
+        },
+    };
+    let registrar = Registrar::new(
+        Config::from_value(&mapping).expect("valid mapping"),
+        ecs.clone(),
+        elb.clone(),
+    )
+    .with_health_wait(sfn.clone(), settings);
+    let env = Environment::default();
+
+    let response = invoke(&registrar, &json!({"action": "sweep"}), &env)
+        .await
+        .expect("sweep");
+
+    let checks = response["healthChecks"].as_array().expect("health checks");
+    assert_eq!(checks.len(), 1, "{response}");
+    assert_eq!(checks[0]["result"], "started");
+    let execution_arn = checks[0]["executionArn"].as_str().expect("execution ARN");
+    let execution = wait_for_execution(&sfn, execution_arn, EXECUTION_TIMEOUT).await;
+    assert_eq!(*execution.status(), ExecutionStatus::Succeeded);
+}
