@@ -44,7 +44,7 @@ struct ActionRequest {
 /// How long a sweep that waits for starting tasks waits when the request does not say.
 const DEFAULT_MAX_WAIT_SECONDS: u64 = 300;
 
-/// The longest a sweep inside the function may wait for starting tasks, below Lambda's
+/// The maximum time a sweep inside the function may wait for starting tasks, below Lambda's
 /// 15-minute limit with room for the sweep itself.
 const MAX_WAIT_LIMIT_SECONDS: u64 = 600;
 

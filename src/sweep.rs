@@ -28,7 +28,7 @@ pub const WRITE_CHUNK: usize = 100;
 /// Seconds between two looks at tasks that are still starting, when the sweep waits for them.
 pub const STARTING_POLL: Duration = Duration::from_secs(5);
 
-/// What a sweep covers and whether it changes anything.
+/// The scope of a sweep and whether it changes anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SweepOptions {
     /// Mapping entries to sweep by name; empty means all.
@@ -54,7 +54,7 @@ pub struct TaskLine {
     pub address: Option<String>,
 }
 
-/// What the sweep did, or would do, in one target group.
+/// The sweep's changes, made or planned, in one target group.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GroupReport {
@@ -96,7 +96,7 @@ pub struct SweepReport {
 }
 
 impl SweepReport {
-    /// Whether the sweep changed, or would change, anything.
+    /// Counts the targets the sweep registered and deregistered, or would in a dry run.
     pub fn changes(&self) -> usize {
         self.groups
             .iter()
@@ -104,7 +104,7 @@ impl SweepReport {
             .sum()
     }
 
-    /// Whether any call failed.
+    /// Returns whether any call failed.
     pub fn has_errors(&self) -> bool {
         self.groups.iter().any(|group| !group.errors.is_empty())
     }
@@ -298,8 +298,8 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
         Ok(())
     }
 
-    /// The targets that recently stopped tasks of the services had, on their own ports: the
-    /// stale targets a sweep may remove from a shared group.
+    /// Collects the targets that recently stopped tasks of the services had, on their own
+    /// ports: the stale targets a sweep may remove from a shared group.
     async fn stopped_targets(
         &self,
         services: &[&ServiceMapping],
@@ -372,7 +372,7 @@ fn clusters<'a>(services: &[&'a ServiceMapping]) -> Vec<&'a str> {
     clusters
 }
 
-/// What one look at the clusters found.
+/// The result of one look at the clusters.
 #[derive(Debug, Default)]
 struct Scan {
     running: Vec<TaskLine>,

@@ -139,7 +139,7 @@ fn say(json: bool, line: String) {
     }
 }
 
-/// One line per task and per planned change, with its state.
+/// Prints one line per task and per planned change, with its state.
 fn print_progress(plan: &SweepReport, json: bool) {
     for task in &plan.running {
         say(
@@ -193,7 +193,7 @@ fn confirm(changes: usize) -> bool {
     matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
 }
 
-/// The JSON report, or a summary table with a row per group.
+/// Prints the JSON report, or a summary table with a row per group.
 fn finish(report: &SweepReport, json: bool) {
     if json {
         crate::print_json(report);
