@@ -64,7 +64,10 @@ pub async fn function_handler<E: Ecs, L: LoadBalancing, W: Workflows>(
     let env = env
         .clone()
         .with_function_arn(&event.context.invoked_function_arn);
-    invoke(registrar, &event.payload, &env)
+    // Boxed so that the runtime's future stays shallow: the sweep, the event path and the
+    // health waits nest deep enough that rustc's layout query otherwise overflows its depth
+    // limit in `main`'s async block.
+    Box::pin(invoke(registrar, &event.payload, &env))
         .await
         .inspect_err(|err| error!(kind = err.kind(), error = %err, "invocation failed"))
 }
