@@ -200,10 +200,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Returns a log file path that no other emulator of this process or machine uses.
+/// Returns a log file path that no other emulator of this process or machine uses, under
+/// cargo's scratch folder for tests (`target/tmp`, which `cargo clean` removes) when there is
+/// one, else the system's temporary folder.
 fn new_log_path() -> PathBuf {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    std::env::temp_dir().join(format!(
+    let folder = option_env!("CARGO_TARGET_TMPDIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    folder.join(format!(
         "ecs-target-registrar-moto-{}-{}.log",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
