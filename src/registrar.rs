@@ -16,7 +16,7 @@ use crate::config::{Config, ServiceMapping, TargetGroupRef};
 use crate::decision::{self, Lifecycle, Placement, Plan, Target};
 use crate::error::Error;
 use crate::event::{self, Invocation, TaskEvent};
-use crate::health::{self, HealthSettings};
+use crate::health::{self, HealthSettings, OnFailure};
 use crate::summary::{
     Change, ChangeResult, HealthCheck, HealthCheckResult, Outcome, Status, Summary,
 };
@@ -505,8 +505,10 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
         join_all(starts).await
     }
 
-    /// Starts one health-wait execution per target group of a sweep that registered targets,
-    /// when a state machine is configured; `run` names the sweep run (its start time).
+    /// Starts health-wait executions for the targets a sweep registered, when a state machine
+    /// is configured; `run` names the sweep run (its start time). A sweep's targets in one
+    /// group belong to many tasks, so with the deregister action each target gets its own
+    /// execution: one unhealthy task must not take the others out of the group.
     pub(crate) async fn start_sweep_health_waits(
         &self,
         run: &str,
@@ -515,9 +517,27 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
         let Some(state_machine) = self.health.state_machine_arn.as_deref() else {
             return Vec::new();
         };
-        let starts = groups.iter().map(|(group, targets)| {
-            let name = health::execution_name("sweep", run, group);
-            self.start_health_wait(state_machine, "sweep", name, group, targets)
+        let per_target = self.health.on_failure == OnFailure::Deregister;
+        let waits: Vec<(String, &str, Vec<Target>)> = groups
+            .iter()
+            .flat_map(|(group, targets)| {
+                if per_target {
+                    targets
+                        .iter()
+                        .map(|target| {
+                            let key = format!("{group}/{target}");
+                            let name = health::execution_name("sweep", run, &key);
+                            (name, group.as_str(), vec![target.clone()])
+                        })
+                        .collect::<Vec<_>>()
+                } else {
+                    let name = health::execution_name("sweep", run, group);
+                    vec![(name, group.as_str(), targets.clone())]
+                }
+            })
+            .collect();
+        let starts = waits.iter().map(|(name, group, targets)| {
+            self.start_health_wait(state_machine, "sweep", name.clone(), group, targets)
         });
         join_all(starts).await
     }

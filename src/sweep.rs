@@ -91,6 +91,8 @@ pub struct SweepReport {
     pub starting: Vec<TaskLine>,
     /// Mapping entries that matched a task but formed no target, with the reason.
     pub unplaced: Vec<decision::Unplaced>,
+    /// Swept services that no running task matches: often a mapping mistake.
+    pub unmatched: Vec<String>,
     /// One report per target group.
     pub groups: Vec<GroupReport>,
 }
@@ -104,19 +106,22 @@ impl SweepReport {
             .sum()
     }
 
-    /// Returns whether any call failed.
+    /// Returns whether any call failed, or a running task of a swept service formed no target.
     pub fn has_errors(&self) -> bool {
-        self.groups.iter().any(|group| !group.errors.is_empty())
+        !self.unplaced.is_empty() || self.groups.iter().any(|group| !group.errors.is_empty())
     }
 }
 
 /// The pure part of a sweep for one group: compares the targets that should be there with the
 /// ones that are, and decides what to register, remove, hold back and keep.
 ///
-/// `current` holds the group's targets as DescribeTargetHealth reports them; draining ones are
-/// on their way out already and count as absent. `attributable` holds the stale targets the
-/// sweep may remove in a shared group. At most `max_removal_percent` of the group's present
-/// targets (rounded up) are removed.
+/// `current` is the group's targets as DescribeTargetHealth reports them; draining ones are on
+/// their way out already and count as absent. `attributable` is the set of stale targets the
+/// sweep may remove from a shared group. At most `max_removal_percent` of the group's present
+/// targets (rounded down) are removed, and at least one when a running task stands for a
+/// target in the group. When no running task does, nothing is removed: an empty desired set
+/// more likely means a mapping that matches nothing, or a partial answer, than a service that
+/// really stopped, and a stopped service's targets were removed by its stop events.
 pub fn plan_group(
     desired: &BTreeSet<Target>,
     current: &[(Target, Observation)],
@@ -136,7 +141,8 @@ pub fn plan_group(
         ..GroupReport::default()
     };
 
-    let allowed = (present.len() * usize::from(max_removal_percent)).div_ceil(100);
+    let share = present.len() * usize::from(max_removal_percent) / 100;
+    let allowed = if desired.is_empty() { 0 } else { share.max(1) };
     for stale in present.difference(desired) {
         if !exclusive && !attributable.contains(stale) {
             report.kept.push(stale.clone());
@@ -149,70 +155,115 @@ pub fn plan_group(
     report
 }
 
+/// One target group in a sweep's scope, under the first name the mapping gives it.
+#[derive(Debug, Default)]
+struct Scope {
+    label: String,
+    exclusive: bool,
+    current: Vec<(Target, Observation)>,
+    desired: BTreeSet<Target>,
+    owners: BTreeMap<Target, (String, String)>,
+}
+
+/// A sweep's view before planning: its groups by ARN, and what the scan of tasks found.
+#[derive(Debug, Default)]
+struct Survey {
+    groups: BTreeMap<String, Scope>,
+    /// Each mapping name or ARN of a group in scope, resolved.
+    arns: BTreeMap<TargetGroupRef, String>,
+    /// Every mapping entry that maps a group in scope, selected or not: a group's desired
+    /// targets come from all of them, or a filtered sweep would take other services' live
+    /// targets for stale ones.
+    services: Vec<ServiceMapping>,
+    running: Vec<TaskLine>,
+    starting: Vec<TaskLine>,
+    unplaced: Vec<decision::Unplaced>,
+    unmatched: Vec<String>,
+}
+
 impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
-    /// Runs a sweep over the chosen services.
+    /// Runs a sweep over the chosen services: plans it, then, unless it is a dry run, makes
+    /// the planned changes.
     ///
     /// # Errors
     ///
-    /// An unknown service name, or a failed read (ListTasks, DescribeTasks,
-    /// DescribeTargetHealth), since planning on a partial answer could remove live targets.
-    /// Failed writes do not stop the sweep: they are reported per group.
+    /// As [`Registrar::plan_sweep`].
     pub async fn sweep(&self, options: &SweepOptions) -> Result<SweepReport, Error> {
-        let services = self.select(&options.services)?;
-        let mut seen = self.scan(&services).await?;
+        let plan = self.plan_sweep(options).await?;
+        if options.dry_run {
+            return Ok(plan);
+        }
+        Ok(self.apply_sweep(plan).await)
+    }
+
+    /// Plans a sweep without changing anything. Each group is read before the tasks are
+    /// listed, so a task registered in between is not taken for a stale target.
+    ///
+    /// # Errors
+    ///
+    /// An unknown service name, or a failed read (DescribeTargetGroups, DescribeTargetHealth,
+    /// ListTasks, DescribeTasks), since planning on a partial answer could remove live
+    /// targets.
+    pub async fn plan_sweep(&self, options: &SweepOptions) -> Result<SweepReport, Error> {
+        let mut survey = self.survey(&options.services).await?;
         let deadline = tokio::time::Instant::now() + options.max_wait;
-        while !seen.starting.is_empty() && tokio::time::Instant::now() < deadline {
+        while !survey.starting.is_empty() && tokio::time::Instant::now() < deadline {
             info!(
-                starting = seen.starting.len(),
+                starting = survey.starting.len(),
                 "waiting for tasks that are still starting"
             );
             tokio::time::sleep(STARTING_POLL.min(options.max_wait)).await;
-            seen = self.scan(&services).await?;
+            survey = self.survey(&options.services).await?;
+        }
+        for name in &survey.unmatched {
+            warn!(service = %name, "no running task matches the service");
         }
 
+        let needs_attribution = survey.groups.values().any(|scope| {
+            !scope.exclusive
+                && scope
+                    .current
+                    .iter()
+                    .any(|(t, _)| !scope.desired.contains(t))
+        });
+        let attributable = if needs_attribution {
+            self.stopped_targets(&survey).await?
+        } else {
+            BTreeMap::new()
+        };
+
         let mut report = SweepReport {
-            dry_run: options.dry_run,
-            running: seen.running,
-            starting: seen.starting,
-            unplaced: seen.unplaced,
+            dry_run: true,
+            running: std::mem::take(&mut survey.running),
+            starting: std::mem::take(&mut survey.starting),
+            unplaced: std::mem::take(&mut survey.unplaced),
+            unmatched: std::mem::take(&mut survey.unmatched),
             groups: Vec::new(),
         };
-        let mut attributable: Option<HashSet<Target>> = None;
-        for (group, desired) in &seen.desired {
-            let exclusive = self.config().exclusive_target_groups.contains(group);
-            let arn = self
-                .resolve_group(group)
-                .await
-                .map_err(|message| Error::Sweep(format!("target group {group}: {message}")))?;
-            let current = self
-                .elb()
-                .describe_target_health(&arn, &[])
-                .await
-                .map_err(|err| {
-                    Error::Sweep(format!("DescribeTargetHealth failed for {group}: {err}"))
-                })?;
-
-            let needs_attribution =
-                !exclusive && current.iter().any(|(target, _)| !desired.contains(target));
-            if needs_attribution && attributable.is_none() {
-                attributable = Some(self.stopped_targets(&services).await?);
-            }
-            let empty = HashSet::new();
+        let empty = HashSet::new();
+        for (arn, scope) in &survey.groups {
             let mut plan = plan_group(
-                desired,
-                &current,
-                exclusive,
-                attributable.as_ref().unwrap_or(&empty),
+                &scope.desired,
+                &scope.current,
+                scope.exclusive,
+                attributable.get(arn).unwrap_or(&empty),
                 self.config().max_removal_percent,
             );
-            plan.target_group = group.to_string();
-            plan.target_group_arn = arn;
-            if !options.dry_run {
-                self.apply_plan(&mut plan).await;
-            }
+            plan.target_group = scope.label.clone();
+            plan.target_group_arn = arn.clone();
             report.groups.push(plan);
         }
         Ok(report)
+    }
+
+    /// Makes the changes of a planned sweep, exactly those, in chunks; failed calls are
+    /// recorded in the report.
+    pub async fn apply_sweep(&self, mut plan: SweepReport) -> SweepReport {
+        plan.dry_run = false;
+        for group in &mut plan.groups {
+            self.apply_plan(group).await;
+        }
+        plan
     }
 
     fn select(&self, names: &[String]) -> Result<Vec<&ServiceMapping>, Error> {
@@ -234,26 +285,91 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
             .collect())
     }
 
-    /// Lists and describes the running tasks of the services' clusters and forms the targets
-    /// every group should hold.
-    async fn scan(&self, services: &[&ServiceMapping]) -> Result<Scan, Error> {
-        let mut scan = Scan::default();
-        for service in services {
-            for group in &service.target_groups {
-                scan.desired.entry(group.clone()).or_default();
+    async fn resolve_all(
+        &self,
+        groups: impl IntoIterator<Item = &TargetGroupRef>,
+        arns: &mut BTreeMap<TargetGroupRef, String>,
+    ) -> Result<(), Error> {
+        for group in groups {
+            if arns.contains_key(group) {
+                continue;
+            }
+            let arn = self
+                .resolve_group(group)
+                .await
+                .map_err(|message| Error::Sweep(format!("target group {group}: {message}")))?;
+            arns.insert(group.clone(), arn);
+        }
+        Ok(())
+    }
+
+    /// Resolves the groups in scope, reads them, then lists and describes the running tasks
+    /// of every mapping entry that maps one of them.
+    async fn survey(&self, names: &[String]) -> Result<Survey, Error> {
+        let selected = self.select(names)?;
+        let mut survey = Survey::default();
+        let mut all_arns = BTreeMap::new();
+        self.resolve_all(
+            selected.iter().flat_map(|s| &s.target_groups),
+            &mut all_arns,
+        )
+        .await?;
+        let in_scope: BTreeSet<String> = all_arns.values().cloned().collect();
+        for service in &self.config().services {
+            self.resolve_all(&service.target_groups, &mut all_arns)
+                .await?;
+            let maps_scope = service
+                .target_groups
+                .iter()
+                .any(|g| all_arns.get(g).is_some_and(|arn| in_scope.contains(arn)));
+            if maps_scope {
+                survey.services.push(service.clone());
             }
         }
-        for cluster in clusters(services) {
+        for (group, arn) in &all_arns {
+            if !in_scope.contains(arn) {
+                continue;
+            }
+            survey.arns.insert(group.clone(), arn.clone());
+            let scope = survey.groups.entry(arn.clone()).or_default();
+            if scope.label.is_empty() {
+                scope.label = group.to_string();
+            }
+            scope.exclusive |= self.config().exclusive_target_groups.contains(group);
+        }
+        for (arn, scope) in &mut survey.groups {
+            scope.current = self
+                .elb()
+                .describe_target_health(arn, &[])
+                .await
+                .map_err(|err| {
+                    Error::Sweep(format!(
+                        "DescribeTargetHealth failed for {}: {err}",
+                        scope.label
+                    ))
+                })?;
+        }
+
+        let services: Vec<ServiceMapping> = survey.services.clone();
+        let scanned: Vec<&ServiceMapping> = services.iter().collect();
+        let mut matched_names = BTreeSet::new();
+        for cluster in clusters(&scanned) {
             let tasks = self.ecs().running_tasks(cluster).await.map_err(|err| {
                 Error::Sweep(format!(
                     "listing the running tasks of cluster {cluster} failed: {err}"
                 ))
             })?;
             for task in &tasks {
-                self.scan_task(task, cluster, services, &mut scan).await?;
+                self.scan_task(task, cluster, &scanned, &mut survey, &mut matched_names)
+                    .await?;
             }
         }
-        Ok(scan)
+        survey.unmatched = selected
+            .iter()
+            .filter(|s| !matched_names.contains(&s.name))
+            .map(|s| s.name.clone())
+            .collect();
+        Ok(survey)
     }
 
     async fn scan_task(
@@ -261,7 +377,8 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
         task: &Task,
         cluster: &str,
         services: &[&ServiceMapping],
-        scan: &mut Scan,
+        survey: &mut Survey,
+        matched_names: &mut BTreeSet<String>,
     ) -> Result<(), Error> {
         let matched: Vec<&ServiceMapping> = services
             .iter()
@@ -271,6 +388,7 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
         let Some(first) = matched.first() else {
             return Ok(());
         };
+        matched_names.extend(matched.iter().map(|s| s.name.clone()));
         let line = TaskLine {
             service: first.name.clone(),
             task_arn: task.task_arn.clone(),
@@ -282,52 +400,65 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
                 let plan = self.plan_targets(task, cluster, &matched).await?;
                 for placement in plan.placements {
                     for group in &placement.target_groups {
-                        let desired = scan.desired.entry(group.clone()).or_default();
-                        desired.insert(placement.target.clone());
+                        let Some(arn) = survey.arns.get(group) else {
+                            continue;
+                        };
+                        let Some(scope) = survey.groups.get_mut(arn) else {
+                            continue;
+                        };
+                        scope.desired.insert(placement.target.clone());
                         let owner = (placement.service.clone(), task.task_arn.clone());
-                        scan.owners
-                            .insert((group.clone(), placement.target.clone()), owner);
+                        scope.owners.insert(placement.target.clone(), owner);
                     }
                 }
-                scan.unplaced.extend(plan.unplaced);
-                scan.running.push(line);
+                survey.unplaced.extend(plan.unplaced);
+                survey.running.push(line);
             }
-            Lifecycle::Wait => scan.starting.push(line),
+            Lifecycle::Wait => survey.starting.push(line),
             Lifecycle::Deregister => {}
         }
         Ok(())
     }
 
-    /// Collects the targets that recently stopped tasks of the services had, on their own
-    /// ports: the stale targets a sweep may remove from a shared group.
+    /// Collects, per group, the targets that recently stopped tasks of the services mapping
+    /// that group had, on those services' ports: the stale targets a sweep may remove from a
+    /// shared group.
     async fn stopped_targets(
         &self,
-        services: &[&ServiceMapping],
-    ) -> Result<HashSet<Target>, Error> {
-        let mut targets = HashSet::new();
-        for cluster in clusters(services) {
+        survey: &Survey,
+    ) -> Result<BTreeMap<String, HashSet<Target>>, Error> {
+        let services: Vec<&ServiceMapping> = survey.services.iter().collect();
+        let mut targets: BTreeMap<String, HashSet<Target>> = BTreeMap::new();
+        for cluster in clusters(&services) {
             let stopped = self.ecs().stopped_tasks(cluster).await.map_err(|err| {
                 Error::Sweep(format!(
                     "listing the stopped tasks of cluster {cluster} failed: {err}"
                 ))
             })?;
             for task in &stopped {
-                let Some(address) = task.ipv4() else { continue };
-                for service in services
+                let Some(address) = task.ipv4() else {
+                    continue;
+                };
+                let owners = services
                     .iter()
-                    .filter(|s| s.cluster.as_str() == cluster && s.matches(task, None))
-                {
-                    targets.insert(Target {
-                        id: address.to_owned(),
-                        port: service.container_port,
-                    });
+                    .filter(|s| s.cluster.as_str() == cluster && s.matches(task, None));
+                for service in owners {
+                    for group in &service.target_groups {
+                        let Some(arn) = survey.arns.get(group) else {
+                            continue;
+                        };
+                        targets.entry(arn.clone()).or_default().insert(Target {
+                            id: address.to_owned(),
+                            port: service.container_port,
+                        });
+                    }
                 }
             }
         }
         Ok(targets)
     }
 
-    /// Makes the planned changes in chunks, recording failures in the report.
+    /// Makes the planned changes of one group in chunks, recording failures in the report.
     async fn apply_plan(&self, plan: &mut GroupReport) {
         let arn = plan.target_group_arn.clone();
         for chunk in plan.register.chunks(WRITE_CHUNK) {
@@ -335,7 +466,7 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
                 Ok(()) => {
                     info!(target_group = %arn, targets = chunk.len(), "sweep registered missing targets")
                 }
-                Err(err) => record(plan_errors(&arn, "RegisterTargets", &err), &mut plan.errors),
+                Err(err) => plan.errors.push(plan_error(&arn, "RegisterTargets", &err)),
             }
         }
         for chunk in plan.deregister.chunks(WRITE_CHUNK) {
@@ -344,10 +475,9 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
                     info!(target_group = %arn, targets = chunk.len(), "sweep deregistered stale targets")
                 }
                 Err(err) if err.is("InvalidTarget") => {}
-                Err(err) => record(
-                    plan_errors(&arn, "DeregisterTargets", &err),
-                    &mut plan.errors,
-                ),
+                Err(err) => plan
+                    .errors
+                    .push(plan_error(&arn, "DeregisterTargets", &err)),
             }
         }
         if !plan.held_back.is_empty() {
@@ -356,13 +486,9 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
     }
 }
 
-fn plan_errors(arn: &str, step: &str, err: &ApiError) -> String {
+fn plan_error(arn: &str, step: &str, err: &ApiError) -> String {
     error!(target_group = %arn, error = %err, "sweep {step} failed");
     format!("{step} failed: {err}")
-}
-
-fn record(message: String, errors: &mut Vec<String>) {
-    errors.push(message);
 }
 
 fn clusters<'a>(services: &[&'a ServiceMapping]) -> Vec<&'a str> {
@@ -370,17 +496,6 @@ fn clusters<'a>(services: &[&'a ServiceMapping]) -> Vec<&'a str> {
     clusters.sort_unstable();
     clusters.dedup();
     clusters
-}
-
-/// The result of one look at the clusters.
-#[derive(Debug, Default)]
-struct Scan {
-    running: Vec<TaskLine>,
-    starting: Vec<TaskLine>,
-    unplaced: Vec<decision::Unplaced>,
-    desired: BTreeMap<TargetGroupRef, BTreeSet<Target>>,
-    /// The mapping entry and task behind each desired target of each group.
-    owners: BTreeMap<(TargetGroupRef, Target), (String, String)>,
 }
 
 /// One line of the status report: a target a running task stands for, or a target in a group
@@ -415,61 +530,53 @@ pub struct StatusReport {
     pub targets: Vec<StatusLine>,
     /// Tasks still starting, not expected in a group yet.
     pub starting: Vec<TaskLine>,
-    /// Whether every running task's target is registered and healthy.
+    /// Mapping entries that matched a running task but formed no target, with the reason.
+    pub unplaced: Vec<decision::Unplaced>,
+    /// Whether every running task has its targets, all registered and healthy.
     pub ok: bool,
 }
 
 impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
     /// Reports, per target group of the chosen services, which running task stands for which
-    /// target and what ELB says of it, without changing anything.
+    /// target and the health ELB reports for it, without changing anything.
     ///
     /// # Errors
     ///
     /// An unknown service name, or a failed ListTasks, DescribeTasks or DescribeTargetHealth.
     pub async fn status(&self, names: &[String]) -> Result<StatusReport, Error> {
-        let services = self.select(names)?;
-        let scan = self.scan(&services).await?;
+        let survey = self.survey(names).await?;
         let mut report = StatusReport {
-            starting: scan.starting,
+            starting: survey.starting,
+            unplaced: survey.unplaced,
             ..StatusReport::default()
         };
-        for (group, desired) in &scan.desired {
-            let arn = self
-                .resolve_group(group)
-                .await
-                .map_err(|message| Error::Sweep(format!("target group {group}: {message}")))?;
-            let current = self
-                .elb()
-                .describe_target_health(&arn, &[])
-                .await
-                .map_err(|err| {
-                    Error::Sweep(format!("DescribeTargetHealth failed for {group}: {err}"))
-                })?;
-            for target in desired {
-                let owner = scan.owners.get(&(group.clone(), target.clone()));
-                let health = current
-                    .iter()
-                    .find(|(seen, _)| seen == target)
-                    .map(|(_, h)| h);
+        for scope in survey.groups.values() {
+            for target in &scope.desired {
+                let owner = scope.owners.get(target);
+                let health = scope.current.iter().find(|(seen, _)| seen == target);
                 let (state, reason) = match health {
-                    Some(health) => (health.state.clone(), describe(health)),
+                    Some((_, health)) => (health.state.clone(), describe(health)),
                     None => ("missing".to_owned(), Some("not registered".to_owned())),
                 };
                 report.targets.push(StatusLine {
                     service: owner.map(|(service, _)| service.clone()),
                     task_arn: owner.map(|(_, task)| task.clone()),
-                    target_group: group.to_string(),
+                    target_group: scope.label.clone(),
                     target: target.clone(),
                     ok: state == "healthy",
                     state,
                     reason,
                 });
             }
-            for (target, health) in current.iter().filter(|(t, _)| !desired.contains(t)) {
+            let others = scope
+                .current
+                .iter()
+                .filter(|(t, _)| !scope.desired.contains(t));
+            for (target, health) in others {
                 report.targets.push(StatusLine {
                     service: None,
                     task_arn: None,
-                    target_group: group.to_string(),
+                    target_group: scope.label.clone(),
                     target: target.clone(),
                     state: health.state.clone(),
                     reason: Some("no running mapped task has this target".to_owned()),
@@ -477,7 +584,7 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
                 });
             }
         }
-        report.ok = report.targets.iter().all(|line| line.ok);
+        report.ok = report.targets.iter().all(|line| line.ok) && report.unplaced.is_empty();
         Ok(report)
     }
 }
@@ -529,33 +636,47 @@ mod tests {
             seen(target("10.9.9.9", 80), "healthy"),
         ];
         let attributable = HashSet::from([target("10.0.0.7", 80)]);
-        let plan = plan_group(&BTreeSet::new(), &current, false, &attributable, 100);
+        let live = BTreeSet::from([target("10.0.1.1", 80)]);
+        let plan = plan_group(&live, &current, false, &attributable, 100);
         assert_eq!(plan.deregister, [target("10.0.0.7", 80)]);
         assert_eq!(plan.kept, [target("10.9.9.9", 80)]);
     }
 
     #[test]
     fn exclusive_group_removes_unknown_targets() {
+        let desired = BTreeSet::from([target("10.0.0.1", 80)]);
+        let current = [seen(target("10.9.9.9", 80), "healthy")];
+        let plan = plan_group(&desired, &current, true, &HashSet::new(), 100);
+        assert_eq!(plan.deregister, [target("10.9.9.9", 80)]);
+        assert_eq!(plan.register, [target("10.0.0.1", 80)]);
+    }
+
+    #[test]
+    fn group_without_running_tasks_is_never_emptied() {
         let current = [seen(target("10.9.9.9", 80), "healthy")];
         let plan = plan_group(&BTreeSet::new(), &current, true, &HashSet::new(), 100);
-        assert_eq!(plan.deregister, [target("10.9.9.9", 80)]);
+        assert!(plan.deregister.is_empty());
+        assert_eq!(plan.held_back, [target("10.9.9.9", 80)]);
     }
 
     #[test]
     fn removal_cap_holds_back_the_rest() {
+        let live = BTreeSet::from([target("10.0.1.1", 80)]);
         let current: Vec<_> = (1..=4)
             .map(|i| seen(target(&format!("10.0.0.{i}"), 80), "healthy"))
             .collect();
-        let plan = plan_group(&BTreeSet::new(), &current, true, &HashSet::new(), 50);
+        let plan = plan_group(&live, &current, true, &HashSet::new(), 50);
         assert_eq!(plan.deregister.len(), 2);
         assert_eq!(plan.held_back.len(), 2);
-        let one = [seen(target("10.0.0.1", 80), "healthy")];
+        let low = plan_group(&live, &current, true, &HashSet::new(), 1);
         assert_eq!(
-            plan_group(&BTreeSet::new(), &one, true, &HashSet::new(), 50)
-                .deregister
-                .len(),
-            1
+            low.deregister.len(),
+            1,
+            "one while a live task replaces them"
         );
+        let one = [seen(target("10.0.0.1", 80), "healthy")];
+        let single = plan_group(&live, &one, true, &HashSet::new(), 50);
+        assert_eq!(single.deregister.len(), 1);
     }
 
     #[test]

@@ -609,7 +609,10 @@ async fn sweep_asks_first_and_applies_on_yes() {
         stderr(&output)
     );
     let text = stdout(&output);
-    assert!(text.contains("Apply 1 target changes? [y/N]"), "{text}");
+    assert!(
+        text.contains("Apply the 1 target changes listed above? [y/N]"),
+        "{text}"
+    );
     assert!(text.contains("healthy after 1 checks"), "{text}");
     assert!(text.contains("TARGET GROUP"), "{text}");
     let targets = support::registered_targets(&elb, &setup.group).await;

@@ -238,6 +238,12 @@ async fn sweep_repairs_a_large_fleet_in_batches() {
 async fn dry_run_reports_the_plan_and_changes_nothing() {
     let fleet = Fleet::new().await;
     let tasks = fleet.start(&fleet.a_definition, 3).await;
+    let b_family = fleet.mapping["services"][1]["family"]
+        .as_str()
+        .expect("family")
+        .to_owned();
+    let b_task = fleet.start(&b_family, 1).await.remove(0);
+    fleet.add(&fleet.exclusive, &b_task.ip, 9080).await;
     fleet.add(&fleet.exclusive, "10.250.0.3", 9080).await;
     let registrar = fleet.registrar(&fleet.mapping);
     fleet.counter.reset();
@@ -264,12 +270,17 @@ async fn dry_run_reports_the_plan_and_changes_nothing() {
     assert_eq!(fleet.counter.get("RegisterTargets"), 0);
     assert_eq!(fleet.counter.get("DeregisterTargets"), 0);
     assert!(fleet.ids(&fleet.shared).await.is_empty());
-    assert_eq!(fleet.ids(&fleet.exclusive).await, ["10.250.0.3"]);
+    assert_eq!(fleet.ids(&fleet.exclusive).await.len(), 2);
 }
 
 #[tokio::test]
 async fn removal_cap_holds_back_and_reports() {
     let fleet = Fleet::new().await;
+    let b_family = fleet.mapping["services"][1]["family"]
+        .as_str()
+        .expect("family")
+        .to_owned();
+    fleet.start(&b_family, 1).await;
     for i in 1..=4 {
         fleet
             .add(&fleet.exclusive, &format!("10.250.1.{i}"), 9080)
@@ -287,9 +298,74 @@ async fn removal_cap_holds_back_and_reports() {
         .iter()
         .find(|g| g.target_group == fleet.exclusive)
         .expect("exclusive");
+    assert_eq!(exclusive.register.len(), 1);
     assert_eq!(exclusive.deregister.len(), 2, "50% of 4");
     assert_eq!(exclusive.held_back.len(), 2);
-    assert_eq!(fleet.ids(&fleet.exclusive).await.len(), 2);
+    assert_eq!(fleet.ids(&fleet.exclusive).await.len(), 3);
+}
+
+#[tokio::test]
+async fn mapping_that_matches_nothing_empties_no_group() {
+    let fleet = Fleet::new().await;
+    let b_family = fleet.mapping["services"][1]["family"]
+        .as_str()
+        .expect("family")
+        .to_owned();
+    let b_task = fleet.start(&b_family, 1).await.remove(0);
+    fleet.add(&fleet.exclusive, &b_task.ip, 9080).await;
+    let mut typo = fleet.mapping.clone();
+    typo["services"][1]["family"] = json!("fam-typo");
+    let registrar = fleet.registrar(&typo);
+
+    for _ in 0..3 {
+        let report = registrar
+            .sweep(&SweepOptions::default())
+            .await
+            .expect("sweep");
+        assert!(report.unmatched.contains(&"b".to_owned()), "{report:#?}");
+    }
+    assert_eq!(
+        fleet.ids(&fleet.exclusive).await,
+        std::slice::from_ref(&b_task.ip)
+    );
+}
+
+#[tokio::test]
+async fn filtered_sweep_keeps_other_services_in_shared_exclusive_group() {
+    let fleet = Fleet::new().await;
+    let b_family = fleet.mapping["services"][1]["family"]
+        .as_str()
+        .expect("family")
+        .to_owned();
+    // Both services put their targets into the exclusive group, one naming it by ARN and the
+    // other by name.
+    let name = fleet.exclusive.split('/').nth(1).expect("name").to_owned();
+    let mut mapping = fleet.mapping.clone();
+    mapping["services"][0]["targetGroups"] = json!([fleet.shared, name]);
+    let registrar = fleet.registrar(&mapping);
+    let a_task = fleet.start(&fleet.a_definition, 1).await.remove(0);
+    let b_task = fleet.start(&b_family, 1).await.remove(0);
+    registrar
+        .sweep(&SweepOptions::default())
+        .await
+        .expect("full sweep");
+    let mut both = vec![a_task.ip.clone(), b_task.ip.clone()];
+    both.sort();
+    assert_eq!(fleet.ids(&fleet.exclusive).await, both);
+
+    let only_a = SweepOptions {
+        services: vec!["a".into()],
+        ..SweepOptions::default()
+    };
+    let report = registrar.sweep(&only_a).await.expect("filtered sweep");
+
+    assert_eq!(report.changes(), 0, "{report:#?}");
+    assert_eq!(fleet.ids(&fleet.exclusive).await, both);
+    let again = registrar
+        .sweep(&SweepOptions::default())
+        .await
+        .expect("second full sweep");
+    assert_eq!(again.changes(), 0, "{again:#?}");
 }
 
 #[tokio::test]
@@ -394,8 +470,8 @@ async fn function_routes_actions_and_schedules() {
             "unknown field `dryrun`",
         ),
         (
-            json!({"action": "sweep", "maxWaitSeconds": 3600}),
-            "maxWaitSeconds 3600 is over 600",
+            json!({"action": "sweep", "waitForStarting": true, "maxWaitSeconds": 3600}),
+            "maxWaitSeconds 3600 is over 300",
         ),
     ] {
         let err = invoke(&registrar, &payload, &env)

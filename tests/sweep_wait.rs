@@ -153,3 +153,89 @@ async fn sweep_wait_gives_up_at_the_maximum() {
         started.elapsed()
     );
 }
+
+/// An ECS with two running tasks of the same service.
+struct TwoTasks;
+
+impl Ecs for TwoTasks {
+    async fn describe_task(&self, _: &str, _: &str) -> Result<TaskLookup, ApiError> {
+        Err(ApiError::service("Unexpected", "not scripted"))
+    }
+
+    async fn running_tasks(&self, _: &str) -> Result<Vec<Task>, ApiError> {
+        let task = |id: &str, ip: &str| Task {
+            task_arn: format!("arn:aws:ecs:us-east-1:123456789012:task/web/{id}"),
+            cluster_arn: "arn:aws:ecs:us-east-1:123456789012:cluster/web".into(),
+            last_status: "RUNNING".into(),
+            desired_status: "RUNNING".into(),
+            task_definition_arn: Some(
+                "arn:aws:ecs:us-east-1:123456789012:task-definition/web:1".into(),
+            ),
+            eni_ipv4: Some(ip.into()),
+            containers: vec![Container {
+                name: "app".into(),
+                ..Container::default()
+            }],
+            ..Task::default()
+        };
+        Ok(vec![task("one", "10.0.3.1"), task("two", "10.0.3.2")])
+    }
+
+    async fn stopped_tasks(&self, _: &str) -> Result<Vec<Task>, ApiError> {
+        Ok(Vec::new())
+    }
+
+    async fn ec2_instance_id(&self, _: &str, _: &str) -> Result<Option<String>, ApiError> {
+        Ok(None)
+    }
+}
+
+/// Step Functions that records each execution's input.
+#[derive(Default)]
+struct Executions(Mutex<Vec<serde_json::Value>>);
+
+impl ecs_target_registrar::aws::Workflows for Executions {
+    async fn start_execution(
+        &self,
+        _: &str,
+        name: &str,
+        input: &str,
+    ) -> Result<ecs_target_registrar::aws::Started, ApiError> {
+        let input: serde_json::Value = serde_json::from_str(input).expect("JSON input");
+        self.0.lock().expect("lock").push(input);
+        Ok(ecs_target_registrar::aws::Started::Execution {
+            execution_arn: format!("arn:aws:states:us-east-1:123456789012:execution:w:{name}"),
+        })
+    }
+}
+
+#[tokio::test]
+async fn sweep_with_deregister_action_waits_per_target() {
+    use ecs_target_registrar::health::{HealthSettings, OnFailure};
+
+    let config = Config::from_value(&json!({"services": [{
+        "name": "web", "cluster": "web", "family": "web", "container": "app",
+        "containerPort": 8080,
+        "targetGroups": ["arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123456789abcdef"]
+    }]}))
+    .expect("valid mapping");
+    let settings = HealthSettings {
+        state_machine_arn: Some("arn:aws:states:us-east-1:123456789012:stateMachine:w".into()),
+        on_failure: OnFailure::Deregister,
+        ..HealthSettings::default()
+    };
+    let registrar = Registrar::new(config, TwoTasks, Recorder::default())
+        .with_health_wait(Executions::default(), settings);
+
+    let response = ecs_target_registrar::handler::invoke(
+        &registrar,
+        &json!({"action": "sweep"}),
+        &ecs_target_registrar::Environment::default(),
+    )
+    .await
+    .expect("sweep");
+
+    let checks = response["healthChecks"].as_array().expect("health checks");
+    assert_eq!(checks.len(), 2, "{response}");
+    assert_ne!(checks[0]["executionName"], checks[1]["executionName"]);
+}

@@ -149,7 +149,7 @@ async fn main() -> ExitCode {
             let Some((registrar, elb)) = build_registrar(&cli, config).await else {
                 return ExitCode::from(2);
             };
-            ExitCode::from(sweep::run_sweep(&registrar, &elb, args).await)
+            ExitCode::from(sweep::run_sweep(&registrar, &elb, args, &health.timing).await)
         }
         Command::Status {
             ref services,

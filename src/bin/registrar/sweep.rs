@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use ecs_target_registrar::Registrar;
 use ecs_target_registrar::aws::{Ecs, LoadBalancing, Workflows};
+use ecs_target_registrar::health::Timing;
 use ecs_target_registrar::sweep::{GroupReport, StatusReport, SweepOptions, SweepReport};
 
 use crate::Output;
@@ -45,13 +46,15 @@ pub struct SweepArgs {
     pub output: Output,
 }
 
-/// Runs `sweep`: plans, asks, applies, confirms health. Returns the exit code: 0 when the
-/// groups are in order, 1 when a call failed, a target ended unhealthy or the prompt was
-/// declined, 2 for a bad request.
+/// Runs `sweep`: plans, asks, applies exactly the plan shown, confirms health. Returns the
+/// exit code: 0 when the groups are in order, 1 when a call failed, a running task formed no
+/// target, a target ended unhealthy, the service names were unknown, or the prompt was
+/// declined.
 pub async fn run_sweep<E: Ecs, L: LoadBalancing, W: Workflows>(
     registrar: &Registrar<E, L, W>,
     elb: &L,
     args: &SweepArgs,
+    health: &Timing,
 ) -> u8 {
     let json = args.output == Output::Json;
     let plan_options = SweepOptions {
@@ -59,7 +62,7 @@ pub async fn run_sweep<E: Ecs, L: LoadBalancing, W: Workflows>(
         dry_run: true,
         max_wait: Duration::from_secs(args.max_wait),
     };
-    let plan = match registrar.sweep(&plan_options).await {
+    let plan = match registrar.plan_sweep(&plan_options).await {
         Ok(plan) => plan,
         Err(err) => {
             eprintln!("error: {err}");
@@ -73,31 +76,20 @@ pub async fn run_sweep<E: Ecs, L: LoadBalancing, W: Workflows>(
         if !json && plan.changes() == 0 {
             say(json, "nothing to change".to_owned());
         }
-        return 0;
+        return u8::from(plan.has_errors());
     }
-    if !args.force && !confirm(plan.changes()) {
+    if !args.force && !confirm(plan.changes(), json) {
         eprintln!("aborted: nothing was changed (pass --force to skip this question)");
         return 1;
     }
 
-    let apply_options = SweepOptions {
-        services: args.services.clone(),
-        dry_run: false,
-        max_wait: Duration::ZERO,
-    };
-    let applied = match registrar.sweep(&apply_options).await {
-        Ok(applied) => applied,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return 1;
-        }
-    };
+    let applied = registrar.apply_sweep(plan).await;
     let mut healthy = true;
     if !args.skip_health_check {
         let wait = WaitOptions {
             initial_delay: 0,
-            poll_interval: 10,
-            grace_period: 30,
+            poll_interval: health.poll_interval_seconds,
+            grace_period: health.grace_period_seconds,
             timeout: args.health_wait,
         };
         for group in applied
@@ -168,6 +160,14 @@ fn print_progress(plan: &SweepReport, json: bool) {
             format!("no target for {}: {}", unplaced.service, unplaced.reason),
         );
     }
+    for service in &plan.unmatched {
+        say(
+            json,
+            format!(
+                "service {service}: no running task matches it; check its cluster, family and group"
+            ),
+        );
+    }
     for group in &plan.groups {
         let lines = [
             ("missing, to register", &group.register),
@@ -183,9 +183,16 @@ fn print_progress(plan: &SweepReport, json: bool) {
     }
 }
 
-fn confirm(changes: usize) -> bool {
-    print!("Apply {changes} target changes? [y/N] ");
-    let _ = std::io::stdout().flush();
+/// Asks on the terminal, or on standard error when standard output carries JSON.
+fn confirm(changes: usize, json: bool) -> bool {
+    let question = format!("Apply the {changes} target changes listed above? [y/N] ");
+    if json {
+        eprint!("{question}");
+        let _ = std::io::stderr().flush();
+    } else {
+        print!("{question}");
+        let _ = std::io::stdout().flush();
+    }
     let mut answer = String::new();
     if std::io::stdin().lock().read_line(&mut answer).is_err() {
         return false;
@@ -305,6 +312,9 @@ pub async fn run_status<E: Ecs, L: LoadBalancing, W: Workflows>(
             ]);
         }
         print_table(&header, &rows);
+        for unplaced in &report.unplaced {
+            println!("no target for {}: {}", unplaced.service, unplaced.reason);
+        }
         println!(
             "{}",
             if report.ok {

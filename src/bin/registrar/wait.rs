@@ -35,7 +35,7 @@ impl WaitOptions {
             initial_delay_seconds: self.initial_delay,
             poll_interval_seconds: self.poll_interval,
             grace_period_seconds: self.grace_period,
-            max_rounds: self.timeout / self.poll_interval + 1,
+            max_rounds: (self.timeout / self.poll_interval.max(1)).saturating_add(1),
         }
     }
 }
