@@ -459,6 +459,9 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
     }
 
     /// Makes the planned changes of one group in chunks, recording failures in the report.
+    // NOTE: unlike the event path, no DescribeTasks follows the registrations, so a task that
+    // stopped after the scan is registered anyway; its stop event, or the next sweep (the
+    // address belongs to a recently stopped task), removes it again.
     async fn apply_plan(&self, plan: &mut GroupReport) {
         let arn = plan.target_group_arn.clone();
         for chunk in plan.register.chunks(WRITE_CHUNK) {
