@@ -1,12 +1,14 @@
 //! The verify-and-repair sweep: brings every mapped target group in line with the tasks that
 //! really run, for the events that were missed, and the status report.
 //!
-//! The sweep lists each cluster's running tasks (ListTasks, every page; DescribeTasks, 100 at a
-//! time), forms the targets they stand for with the same rules as the event handler, reads each
-//! group's targets once (DescribeTargetHealth), then registers what is missing and removes what
-//! is stale, in chunks. It removes a target only when it can account for it: in a group declared
-//! exclusive, any target no running mapped task stands for; elsewhere only a target whose
-//! address a recently stopped task of a mapped service had, on that service's port. A cap on
+//! The sweep first reads each group's targets once (DescribeTargetHealth). It then lists each
+//! cluster's running tasks (ListTasks, every page; DescribeTasks, 100 at a time) and forms the
+//! targets they stand for with the same rules as the event handler. Last, it registers what is
+//! missing and removes what is stale, in chunks of 100.
+//!
+//! It removes a target only when it can account for it. In a group declared exclusive that is
+//! any target no running mapped task stands for. Elsewhere it is only a target whose address a
+//! recently stopped task of a service mapping that group had, on that service's port. A cap on
 //! removals per group holds back the rest.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -459,9 +461,9 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
     }
 
     /// Makes the planned changes of one group in chunks, recording failures in the report.
-    // NOTE: unlike the event path, no DescribeTasks follows the registrations, so a task that
-    // stopped after the scan is registered anyway; its stop event, or the next sweep (the
-    // address belongs to a recently stopped task), removes it again.
+    // NOTE: unlike the event path, no DescribeTasks follows the registrations. A task that
+    // stopped after the scan is registered anyway, and its stop event or the next sweep removes
+    // it again.
     async fn apply_plan(&self, plan: &mut GroupReport) {
         let arn = plan.target_group_arn.clone();
         for chunk in plan.register.chunks(WRITE_CHUNK) {
