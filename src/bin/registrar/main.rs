@@ -146,7 +146,7 @@ async fn main() -> ExitCode {
             handle_files(&cli, config, files, output, wait).await
         }
         Command::Sweep(ref args) => {
-            let Some((registrar, elb)) = build_registrar(&cli, config).await else {
+            let Some((registrar, elb, _)) = build_registrar(&cli, config).await else {
                 return ExitCode::from(2);
             };
             ExitCode::from(sweep::run_sweep(&registrar, &elb, args, &health.timing).await)
@@ -155,7 +155,7 @@ async fn main() -> ExitCode {
             ref services,
             output,
         } => {
-            let Some((registrar, _)) = build_registrar(&cli, config).await else {
+            let Some((registrar, _, _)) = build_registrar(&cli, config).await else {
                 return ExitCode::from(2);
             };
             ExitCode::from(sweep::run_status(&registrar, services, output).await)
@@ -213,14 +213,15 @@ async fn wait_for_group(
     }
 }
 
-/// Builds a registrar on the SDK clients, or prints why it cannot and returns `None`.
-async fn build_registrar(
-    cli: &Cli,
-    config: Config,
-) -> Option<(
+/// A registrar on the SDK clients, its ELBv2 client for health waits, and the region.
+type Clients = (
     Registrar<aws_sdk_ecs::Client, aws_sdk_elasticloadbalancingv2::Client>,
     aws_sdk_elasticloadbalancingv2::Client,
-)> {
+    Option<String>,
+);
+
+/// Builds a registrar on the SDK clients, or prints why it cannot and returns `None`.
+async fn build_registrar(cli: &Cli, config: Config) -> Option<Clients> {
     let sdk = match sdk_config(cli).await {
         Ok(sdk) => sdk,
         Err(message) => {
@@ -230,7 +231,7 @@ async fn build_registrar(
     };
     let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
     let registrar = Registrar::new(config, aws_sdk_ecs::Client::new(&sdk), elb.clone());
-    Some((registrar, elb))
+    Some((registrar, elb, sdk.region().map(ToString::to_string)))
 }
 
 /// Loads the SDK configuration, checking up front what would otherwise fail only at the first
@@ -339,19 +340,13 @@ async fn handle_files(
     output: Output,
     wait: Option<WaitOptions>,
 ) -> ExitCode {
-    let sdk = match sdk_config(cli).await {
-        Ok(sdk) => sdk,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::from(2);
-        }
+    let Some((registrar, elb, region)) = build_registrar(cli, config).await else {
+        return ExitCode::from(2);
     };
     let env = Environment {
-        region: sdk.region().map(ToString::to_string),
+        region,
         account: None,
     };
-    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
-    let registrar = Registrar::new(config, aws_sdk_ecs::Client::new(&sdk), elb.clone());
 
     let mut failed = false;
     for file in files {
