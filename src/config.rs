@@ -59,7 +59,7 @@ pub struct Config {
     /// targets it can attribute to a stopped task of a mapped service.
     pub exclusive_target_groups: Vec<TargetGroupRef>,
     /// The share of a group's targets, in percent, that one sweep may remove; the rest is
-    /// held back and reported, so a bad mapping or a partial answer cannot empty a group.
+    /// held back and reported, so a bad mapping or a partial listing cannot empty a group.
     pub max_removal_percent: u8,
 }
 
@@ -117,7 +117,7 @@ impl ClusterRef {
         }
     }
 
-    /// Whether a task's cluster ARN is this cluster. A name matches only in `region` (the
+    /// Returns whether a task's cluster ARN is this cluster. A name matches only in `region` (the
     /// function's region, when known), so that an event from another region is not taken for
     /// a cluster of the same name here.
     pub fn matches(&self, cluster_arn: &str, region: Option<&str>) -> bool {
@@ -135,7 +135,7 @@ impl ClusterRef {
 }
 
 impl ServiceMapping {
-    /// Whether a task belongs to this entry: same cluster, and the family and group match
+    /// Returns whether a task belongs to this entry: same cluster, and the family and group match
     /// where they are set.
     pub fn matches(&self, task: &Task, region: Option<&str>) -> bool {
         self.cluster.matches(&task.cluster_arn, region)

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::config::{ServiceMapping, TargetGroupRef};
 use crate::task::Task;
 
-/// What the registrar does for a task in a given state.
+/// The registrar's action for a task in a given state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Lifecycle {
@@ -99,7 +99,7 @@ pub struct Plan {
     pub unplaced: Vec<Unplaced>,
 }
 
-/// Whether forming targets for `task` needs the EC2 instance id of its container instance:
+/// Returns whether forming targets for `task` needs the EC2 instance id of its container instance:
 /// true for bridge and host network mode, where the task has no address of its own.
 pub fn needs_instance_id(task: &Task) -> bool {
     task.ipv4().is_none() && task.container_instance_arn.is_some()

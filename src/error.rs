@@ -10,7 +10,7 @@ use crate::aws::ApiError;
 use crate::event::PayloadError;
 use crate::summary::Summary;
 
-/// Why an invocation failed.
+/// The reason an invocation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The payload is not an event the function can read.
@@ -106,7 +106,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// A short, stable name for the kind of failure, used as Lambda's `errorType`.
+    /// Returns a short, stable name for the kind of failure, used as Lambda's `errorType`.
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Payload(PayloadError::NotEventBridge(_)) => "InvalidPayload",
@@ -123,7 +123,7 @@ impl Error {
         }
     }
 
-    /// The summary of what was done before the failure, when the failure came that late.
+    /// Returns the summary of what was done before the failure, when the failure came that late.
     pub fn summary(&self) -> Option<&Summary> {
         match self {
             Error::Unplaceable { summary, .. }

@@ -46,7 +46,7 @@ pub struct TaskEvent {
     pub task: Task,
 }
 
-/// Why a payload could not be read as an EventBridge event.
+/// The reason a payload could not be read as an EventBridge event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PayloadError {
     /// The payload is not an EventBridge event at all.
@@ -309,7 +309,7 @@ impl ContainerDetail {
     }
 }
 
-/// Whether an attachment type names the task's network interface. Events say `eni`; the
+/// Returns whether an attachment type names the task's network interface. Events say `eni`; the
 /// DescribeTasks API says `ElasticNetworkInterface`.
 pub fn is_eni_attachment(kind: Option<&str>) -> bool {
     matches!(kind, Some(kind) if kind.eq_ignore_ascii_case("eni") || kind == "ElasticNetworkInterface")

@@ -175,7 +175,7 @@ impl HealthSettings {
 
 /// Names the health-wait execution for one registration, the same for every delivery of the
 /// same event: the task id, the event's trigger tag (its task version, or a hash of its id),
-/// and a hash of the target group ARN. A duplicate event then asks for an execution that
+/// and a hash of the target group ARN. A duplicate event then requests an execution that
 /// already exists, so no second wait loop starts. Step Functions allows 80 characters from
 /// `[A-Za-z0-9_-]`.
 pub fn execution_name(task_id: &str, trigger: &str, target_group_arn: &str) -> String {
@@ -253,7 +253,7 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// The error name the state machine fails with for this outcome.
+    /// Returns the error name the state machine fails with for this outcome.
     pub fn error_name(self) -> &'static str {
         match self {
             Failure::Unhealthy => "TargetUnhealthy",
@@ -326,7 +326,7 @@ pub fn judge(observation: &Observation, round: u32, timing: &Timing) -> Verdict 
     }
 }
 
-/// How the wait ended for one target.
+/// The end of the wait for one target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetResult {

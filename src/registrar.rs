@@ -1,7 +1,7 @@
 //! The handler: from one invocation payload to target group changes and a summary.
 //!
-//! The event only triggers the work. What is registered, and where, is decided from ECS's own
-//! answer to DescribeTasks, so a stale, duplicated, reordered or forged event cannot put an
+//! The event only triggers the work. What is registered, and where, is decided from what
+//! DescribeTasks returns, so a stale, duplicated, reordered or forged event cannot put an
 //! address behind a load balancer that ECS does not report as a running task now.
 
 use std::collections::{BTreeMap, HashMap};
@@ -87,7 +87,7 @@ impl<E, L, W> Registrar<E, L, W> {
 }
 
 impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
-    /// The mapping in use.
+    /// Returns the mapping in use.
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -308,7 +308,7 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
                     .await
             }
             (_, Lifecycle::Register) => {
-                warn!(task_arn = %task.task_arn, "nothing deregistered: the event says the task is stopping but ECS reports it running");
+                warn!(task_arn = %task.task_arn, "nothing deregistered: the event reports the task stopping but ECS reports it running");
                 summary.outcome = Outcome::Skipped;
                 summary.reason = "the event says the task is stopping but ECS reports it RUNNING; nothing changed".into();
                 Ok(summary)
@@ -708,8 +708,8 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
         }
     }
 
-    /// Deregisters targets from one group. ELBv2 (and the emulator) answer InvalidTarget for a
-    /// target that is not registered, which is where a stop wants it. Because that answer may
+    /// Deregisters targets from one group. ELBv2 (and the emulator) return InvalidTarget for a
+    /// target that is not registered, which is where a stop wants it. Because that error may
     /// cover a whole batch, a batch that gets it is sent again one target at a time, so a
     /// registered target in it is still removed.
     async fn deregister_targets(
@@ -851,7 +851,7 @@ fn group_placements(
     by_group
 }
 
-/// Adds the event's address to a deregistration plan when ECS's answer carries none (the ENI
+/// Adds the event's address to a deregistration plan when DescribeTasks returns none (the ENI
 /// can be gone from DescribeTasks once the task stopped), so the stop still removes it.
 fn with_event_address(plan: Plan, event_task: &Task, services: &[&ServiceMapping]) -> Plan {
     if !plan.placements.is_empty() || event_task.ipv4().is_none() {

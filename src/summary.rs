@@ -20,7 +20,7 @@ pub enum Outcome {
     Registered,
     /// Targets were deregistered, or were already absent.
     Deregistered,
-    /// The event was acted on, but ECS's answer called for no change.
+    /// The event was acted on, but DescribeTasks called for no change.
     Skipped,
     /// Targets were registered, then removed again because the task stopped meanwhile.
     RolledBack,
@@ -63,7 +63,7 @@ pub enum ChangeResult {
     NotRegistered,
     /// Registered, then deregistered because ECS reported the task stopping afterwards.
     RolledBack,
-    /// The call failed; `error` says why.
+    /// The call failed, and `error` gives the reason.
     Failed,
 }
 
@@ -97,7 +97,7 @@ pub enum HealthCheckResult {
     Started,
     /// An execution of that name existed already: a duplicate event.
     AlreadyStarted,
-    /// StartExecution failed; `error` says why.
+    /// StartExecution failed, and `error` gives the reason.
     Failed,
 }
 
@@ -162,7 +162,7 @@ impl Summary {
         }
     }
 
-    /// Whether any target group change, or any start of a health wait, failed.
+    /// Returns whether any target group change, or any start of a health wait, failed.
     pub fn has_failures(&self) -> bool {
         self.changes
             .iter()

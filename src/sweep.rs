@@ -122,7 +122,7 @@ impl SweepReport {
 /// sweep may remove from a shared group. At most `max_removal_percent` of the group's present
 /// targets (rounded down) are removed, and at least one when a running task stands for a
 /// target in the group. When no running task does, nothing is removed: an empty desired set
-/// more likely means a mapping that matches nothing, or a partial answer, than a service that
+/// more likely means a mapping that matches nothing, or a partial listing, than a service that
 /// really stopped, and a stopped service's targets were removed by its stop events.
 pub fn plan_group(
     desired: &BTreeSet<Target>,
@@ -204,7 +204,7 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
     /// # Errors
     ///
     /// An unknown service name, or a failed read (DescribeTargetGroups, DescribeTargetHealth,
-    /// ListTasks, DescribeTasks), since planning on a partial answer could remove live
+    /// ListTasks, DescribeTasks), since planning on a partial listing could remove live
     /// targets.
     pub async fn plan_sweep(&self, options: &SweepOptions) -> Result<SweepReport, Error> {
         let mut survey = self.survey(&options.services).await?;

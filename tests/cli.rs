@@ -618,7 +618,7 @@ async fn sweep_asks_first_and_applies_on_yes() {
     let targets = support::registered_targets(&elb, &setup.group).await;
     assert_eq!(targets.len(), 1);
 
-    // Nothing left to do: a second sweep says so without asking.
+    // Nothing left to do: a second sweep prints so without asking.
     let output = registrar(&base).await;
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(

@@ -331,7 +331,7 @@ async fn mapping_that_matches_nothing_empties_no_group() {
 }
 
 #[tokio::test]
-async fn filtered_sweep_keeps_other_services_in_shared_exclusive_group() {
+async fn filtered_sweep_keeps_other_services() {
     let fleet = Fleet::new().await;
     let b_family = fleet.mapping["services"][1]["family"]
         .as_str()

@@ -49,7 +49,7 @@ impl ApiError {
         }
     }
 
-    /// Whether the service returned this error code.
+    /// Returns whether the service returned this error code.
     pub fn is(&self, code: &str) -> bool {
         self.code.as_deref() == Some(code)
     }
@@ -64,7 +64,7 @@ impl ApiError {
     }
 }
 
-/// What DescribeTasks returned for one task.
+/// The result of DescribeTasks for one task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskLookup {
     /// The task's current state, as DescribeTasks returned it.
@@ -127,7 +127,7 @@ pub trait LoadBalancing: Send + Sync {
     ) -> impl Future<Output = Result<(), ApiError>> + Send;
 
     /// Returns the health of the given targets (DescribeTargetHealth), one entry per target
-    /// that ELB reports on; an empty `targets` asks for every target of the group.
+    /// that ELB reports on; an empty `targets` requests every target of the group.
     fn describe_target_health(
         &self,
         target_group_arn: &str,
@@ -145,8 +145,8 @@ pub trait LoadBalancing: Send + Sync {
 /// The result of starting a state machine execution.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Started {
-    /// A new execution, or the same one again: Step Functions answers a repeated StartExecution
-    /// with the same name and input with the first execution.
+    /// A new execution, or the same one again: for a repeated StartExecution with the same
+    /// name and input, Step Functions returns the first execution.
     Execution {
         /// The execution's ARN.
         execution_arn: String,
