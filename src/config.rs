@@ -300,13 +300,38 @@ pub fn load(
 ) -> Result<(Config, HealthSettings), ConfigError> {
     let mapping = Config::from_lookup(&lookup);
     let health = HealthSettings::from_lookup(&lookup);
-    match (mapping, health) {
-        (Ok(mapping), Ok(health)) => Ok((mapping, health)),
-        (mapping, health) => {
+    let metrics = metrics_namespace(&lookup);
+    match (mapping, health, metrics) {
+        (Ok(mapping), Ok(health), Ok(_)) => Ok((mapping, health)),
+        (mapping, health, metrics) => {
             let mut problems = mapping.err().map(|err| err.problems).unwrap_or_default();
             problems.extend(health.err().unwrap_or_default());
+            problems.extend(metrics.err());
             Err(ConfigError { problems })
         }
+    }
+}
+
+/// Environment variable naming the CloudWatch namespace of the function's metrics.
+pub const METRICS_NAMESPACE_ENV: &str = "REGISTRAR_METRICS_NAMESPACE";
+
+/// Reads the metrics namespace: [`crate::metrics::DEFAULT_NAMESPACE`] when the variable is
+/// unset, `None` (no metrics) when it is set but empty.
+///
+/// # Errors
+///
+/// A message naming the variable, its value and the CloudWatch rule it breaks.
+pub fn metrics_namespace(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Option<String>, String> {
+    match lookup(METRICS_NAMESPACE_ENV) {
+        None => Ok(Some(crate::metrics::DEFAULT_NAMESPACE.to_owned())),
+        Some(value) if value.trim().is_empty() => Ok(None),
+        Some(value) => crate::metrics::validate_namespace(&value)
+            .map(|()| Some(value))
+            .map_err(|problem| {
+                format!("{METRICS_NAMESPACE_ENV}: {problem}; set it empty to turn metrics off")
+            }),
     }
 }
 

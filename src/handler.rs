@@ -15,8 +15,10 @@ use tracing::{error, info};
 use crate::aws::{Ecs, LoadBalancing, Workflows};
 use crate::error::Error;
 use crate::event::PayloadError;
+use crate::metrics::{self, Metrics};
 use crate::registrar::{Environment, Registrar};
-use crate::sweep::SweepOptions;
+use crate::summary::{HealthCheck, Summary};
+use crate::sweep::{StatusReport, SweepOptions, SweepReport};
 
 /// A hand-made request for a sweep or a status report.
 #[derive(Debug, Deserialize)]
@@ -49,7 +51,8 @@ const DEFAULT_MAX_WAIT_SECONDS: u64 = 300;
 const MAX_WAIT_LIMIT_SECONDS: u64 = 300;
 
 /// Handles one Lambda invocation: reads the function's account from the invocation context,
-/// routes the payload, and logs a failure once before the runtime reports it.
+/// routes the payload, logs a failure once before the runtime reports it, and writes the
+/// invocation's metrics to `metrics` when given.
 ///
 /// # Errors
 ///
@@ -60,6 +63,7 @@ pub async fn function_handler<E: Ecs, L: LoadBalancing, W: Workflows>(
     event: LambdaEvent<Value>,
     registrar: &Registrar<E, L, W>,
     env: &Environment,
+    metrics: Option<&Metrics>,
 ) -> Result<Value, Error> {
     let env = env
         .clone()
@@ -67,12 +71,68 @@ pub async fn function_handler<E: Ecs, L: LoadBalancing, W: Workflows>(
     // Boxed so that the runtime's future stays shallow: the sweep, the event path and the
     // health waits nest deep enough that rustc's layout query otherwise overflows its depth
     // limit in `main`'s async block.
-    Box::pin(invoke(registrar, &event.payload, &env))
-        .await
-        .inspect_err(|err| error!(kind = err.kind(), error = %err, "invocation failed"))
+    let result = Box::pin(respond(registrar, &event.payload, &env)).await;
+    if let Err(err) = &result {
+        error!(kind = err.kind(), error = %err, "invocation failed");
+    }
+    if let Some(metrics) = metrics {
+        metrics.emit(&invocation_records(&event.payload, &result));
+    }
+    result.map(|response| response.to_json())
 }
 
-/// Routes one payload: an action request, a Scheduled Event, or an event for the handler.
+/// What an invocation answers, before it becomes JSON.
+#[derive(Debug)]
+pub enum Response {
+    /// The summary of one task event.
+    Event(Summary),
+    /// A sweep's report, with the health waits it started.
+    Sweep(SweepReport, Vec<HealthCheck>),
+    /// A status report.
+    Status(StatusReport),
+}
+
+impl Response {
+    /// The JSON the invoker receives.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Response::Event(summary) => to_json(summary),
+            Response::Sweep(report, checks) => {
+                let mut response = to_json(report);
+                if !checks.is_empty() {
+                    response["healthChecks"] = to_json(checks);
+                }
+                response
+            }
+            Response::Status(report) => to_json(report),
+        }
+    }
+}
+
+/// The metrics of one invocation: from the summary of an event, the report of a sweep, or the
+/// class of the error (with the summary an error carries, since its successful changes
+/// happened).
+pub fn invocation_records(
+    payload: &Value,
+    result: &Result<Response, Error>,
+) -> Vec<metrics::Record> {
+    let age = || metrics::event_age(payload, std::time::SystemTime::now());
+    match result {
+        Ok(Response::Event(summary)) => metrics::summary_records(summary, age()),
+        Ok(Response::Sweep(report, _)) => metrics::sweep_records(report),
+        Ok(Response::Status(_)) => Vec::new(),
+        Err(err) => {
+            let mut records = vec![metrics::failure_record(err.kind())];
+            if let Some(summary) = err.summary() {
+                records.extend(metrics::summary_records(summary, age()));
+            }
+            records
+        }
+    }
+}
+
+/// Routes one payload: an action request, a Scheduled Event, or an event for the handler,
+/// and returns the JSON the invoker receives.
 ///
 /// # Errors
 ///
@@ -82,6 +142,21 @@ pub async fn invoke<E: Ecs, L: LoadBalancing, W: Workflows>(
     payload: &Value,
     env: &Environment,
 ) -> Result<Value, Error> {
+    respond(registrar, payload, env)
+        .await
+        .map(|response| response.to_json())
+}
+
+/// Routes one payload, as [`invoke`], and returns the typed response.
+///
+/// # Errors
+///
+/// As [`function_handler`].
+pub async fn respond<E: Ecs, L: LoadBalancing, W: Workflows>(
+    registrar: &Registrar<E, L, W>,
+    payload: &Value,
+    env: &Environment,
+) -> Result<Response, Error> {
     if payload.get("action").is_some() {
         let request = ActionRequest::deserialize(payload)
             .map_err(|err| PayloadError::InvalidAction(err.to_string()))?;
@@ -101,14 +176,13 @@ pub async fn invoke<E: Ecs, L: LoadBalancing, W: Workflows>(
         };
         return run_action(registrar, request).await;
     }
-    let summary = registrar.handle(payload, env).await?;
-    Ok(to_json(&summary))
+    Ok(Response::Event(registrar.handle(payload, env).await?))
 }
 
 async fn run_action<E: Ecs, L: LoadBalancing, W: Workflows>(
     registrar: &Registrar<E, L, W>,
     request: ActionRequest,
-) -> Result<Value, Error> {
+) -> Result<Response, Error> {
     match request.action.as_str() {
         "sweep" => {
             let max_wait = request.max_wait_seconds.unwrap_or(DEFAULT_MAX_WAIT_SECONDS);
@@ -147,7 +221,7 @@ async fn run_action<E: Ecs, L: LoadBalancing, W: Workflows>(
                     .collect();
                 return Err(Error::Sweep(failures.join("; ")));
             }
-            let mut response = to_json(&report);
+            let mut checks = Vec::new();
             if !report.dry_run && !request.skip_health_check {
                 let registered: Vec<_> = report
                     .groups
@@ -156,7 +230,7 @@ async fn run_action<E: Ecs, L: LoadBalancing, W: Workflows>(
                     .map(|group| (group.target_group_arn.clone(), group.register.clone()))
                     .collect();
                 let run = format!("s{}", unix_seconds());
-                let checks = registrar.start_sweep_health_waits(&run, &registered).await;
+                checks = registrar.start_sweep_health_waits(&run, &registered).await;
                 let failed = checks
                     .iter()
                     .filter_map(|check| check.error.clone())
@@ -167,13 +241,10 @@ async fn run_action<E: Ecs, L: LoadBalancing, W: Workflows>(
                         failed.join("; ")
                     )));
                 }
-                if !checks.is_empty() {
-                    response["healthChecks"] = to_json(&checks);
-                }
             }
-            Ok(response)
+            Ok(Response::Sweep(report, checks))
         }
-        "status" => Ok(to_json(&registrar.status(&request.services).await?)),
+        "status" => Ok(Response::Status(registrar.status(&request.services).await?)),
         other => Err(PayloadError::InvalidAction(format!(
             "unknown action {other:?}; use \"sweep\" or \"status\""
         ))

@@ -22,6 +22,7 @@ pub mod error;
 pub mod event;
 pub mod handler;
 pub mod health;
+pub mod metrics;
 pub mod registrar;
 pub mod summary;
 pub mod sweep;

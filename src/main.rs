@@ -4,6 +4,7 @@
 use ecs_target_registrar::aws::load_sdk_config;
 use ecs_target_registrar::config;
 use ecs_target_registrar::handler::function_handler;
+use ecs_target_registrar::metrics::Metrics;
 use ecs_target_registrar::{Environment, Registrar};
 use lambda_runtime::{LambdaEvent, service_fn, tracing};
 use serde_json::Value;
@@ -17,6 +18,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let (mapping, health) = config::load(|name| std::env::var(name).ok())
         .inspect_err(|err| tracing::error!(error = %err, "invalid configuration"))?;
 
+    // Checked by config::load above, so this cannot fail here.
+    let namespace = config::metrics_namespace(|name| std::env::var(name).ok())?;
+    let metrics = namespace.clone().map(Metrics::stdout);
+
     let sdk = load_sdk_config(None, None).await;
     let env = Environment {
         region: sdk.region().map(ToString::to_string),
@@ -27,10 +32,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         aws_sdk_ecs::Client::new(&sdk),
         aws_sdk_elasticloadbalancingv2::Client::new(&sdk),
     )
-    .with_health_wait(aws_sdk_sfn::Client::new(&sdk), health);
+    .with_health_wait(aws_sdk_sfn::Client::new(&sdk), health)
+    .with_metrics_namespace(namespace);
 
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
-        function_handler(event, &registrar, &env)
+        function_handler(event, &registrar, &env, metrics.as_ref())
     }))
     .await
 }

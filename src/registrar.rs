@@ -51,6 +51,8 @@ pub struct Registrar<E, L, W = NoWorkflows> {
     /// Target group ARNs already looked up by name. A name resolves to the same ARN for the
     /// life of the group, so one DescribeTargetGroups per name per process is enough.
     resolved: Mutex<HashMap<String, String>>,
+    /// CloudWatch namespace for the health waits' time-to-healthy metric; `None` for none.
+    metrics_namespace: Option<String>,
 }
 
 impl<E: Ecs, L: LoadBalancing> Registrar<E, L> {
@@ -64,6 +66,7 @@ impl<E: Ecs, L: LoadBalancing> Registrar<E, L> {
             sfn: NoWorkflows,
             health: HealthSettings::default(),
             resolved: Mutex::new(HashMap::new()),
+            metrics_namespace: None,
         }
     }
 }
@@ -82,7 +85,14 @@ impl<E, L, W> Registrar<E, L, W> {
             sfn,
             health,
             resolved: self.resolved,
+            metrics_namespace: self.metrics_namespace,
         }
+    }
+
+    /// Has the health waits put their time-to-healthy metric into `namespace`.
+    pub fn with_metrics_namespace(mut self, namespace: Option<String>) -> Self {
+        self.metrics_namespace = namespace;
+        self
     }
 }
 
@@ -497,10 +507,19 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
         let starts = changes
             .iter()
             .filter(|change| change.result == ChangeResult::Registered)
-            .filter_map(|change| Some((change.target_group_arn.as_deref()?, &change.targets)))
-            .map(|(group, targets)| {
+            .filter_map(|change| {
+                let group = change.target_group_arn.as_deref()?;
+                Some((group, &change.targets, change.services.join(",")))
+            })
+            .map(|(group, targets, service)| {
                 let name = health::execution_name(task.id(), trigger, group);
-                self.start_health_wait(state_machine, &task.task_arn, name, group, targets)
+                let wait = HealthWait {
+                    state_machine,
+                    task_arn: &task.task_arn,
+                    service,
+                    target_group_arn: group,
+                };
+                self.start_health_wait(wait, name, targets)
             });
         join_all(starts).await
     }
@@ -537,25 +556,40 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
             })
             .collect();
         let starts = waits.iter().map(|(name, group, targets)| {
-            self.start_health_wait(state_machine, "sweep", name.clone(), group, targets)
+            let wait = HealthWait {
+                state_machine,
+                task_arn: "sweep",
+                service: "sweep".to_owned(),
+                target_group_arn: group,
+            };
+            self.start_health_wait(wait, name.clone(), targets)
         });
         join_all(starts).await
     }
 
     async fn start_health_wait(
         &self,
-        state_machine: &str,
-        task_arn: &str,
+        wait: HealthWait<'_>,
         name: String,
-        target_group_arn: &str,
         targets: &[Target],
     ) -> HealthCheck {
+        let HealthWait {
+            state_machine,
+            task_arn,
+            service,
+            target_group_arn,
+        } = wait;
         let input = json!({
             "targetGroupArn": target_group_arn,
             "targets": targets.iter().map(|t| json!({"Id": t.id, "Port": t.port})).collect::<Vec<_>>(),
             "taskArn": task_arn,
             "timing": self.health.timing,
             "onFailure": self.health.on_failure,
+            "metrics": {
+                "namespace": self.metrics_namespace.as_deref().unwrap_or(""),
+                "service": service,
+                "targetGroup": crate::metrics::group_name(target_group_arn),
+            },
         });
         let mut check = HealthCheck {
             target_group_arn: target_group_arn.to_owned(),
@@ -896,4 +930,13 @@ fn foreign_origin(event: &TaskEvent, env: &Environment) -> Option<String> {
         }
     }
     None
+}
+
+/// What one health-wait execution is about.
+struct HealthWait<'a> {
+    state_machine: &'a str,
+    task_arn: &'a str,
+    /// The mapping entries behind the targets, for the metric's Service dimension.
+    service: String,
+    target_group_arn: &'a str,
 }

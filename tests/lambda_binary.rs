@@ -1,7 +1,8 @@
 //! The Lambda binary itself, as Lambda runs it: a fake Runtime API on 127.0.0.1 hands it events,
 //! and the binary talks to moto through `AWS_ENDPOINT_URL`. This covers `main.rs`: start-up
-//! with the mapping from the environment, JSON logs on request, the summary as the response,
-//! and a failed invocation reported with our error type.
+//! with the mapping from the environment, JSON logs on request with the request id on every
+//! line, metrics in Embedded Metric Format, the summary as the response, a failed invocation
+//! reported with our error type, and no credentials in the output.
 
 mod support;
 
@@ -18,6 +19,11 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:registrar";
+
+/// Credentials given to the binary, distinct enough that a leak into its output shows.
+const ACCESS_KEY_ID: &str = "AKIDLOGLEAKCHECK";
+const SECRET_ACCESS_KEY: &str = "secret-value-that-must-never-be-logged";
+const SESSION_TOKEN: &str = "session-token-that-must-never-be-logged";
 
 /// What the binary posted back to the fake Runtime API.
 #[derive(Debug, Clone)]
@@ -196,8 +202,9 @@ async fn lambda_binary_registers_and_reports_errors() {
         .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
         .env("AWS_ENDPOINT_URL", &emulator.endpoint)
         .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+        .env("AWS_SESSION_TOKEN", SESSION_TOKEN)
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("REGISTRAR_CONFIG", mapping.to_string())
         .stdout(Stdio::piped())
@@ -275,6 +282,50 @@ async fn lambda_binary_registers_and_reports_errors() {
             .any(|line| line["fields"]["message"] == "invocation failed"),
         "{stdout}"
     );
+
+    // Every log line written while an invocation ran names its request; metric documents
+    // (the lines with `_aws`) are not log lines.
+    let (metric_lines, log_lines): (Vec<&Value>, Vec<&Value>) =
+        lines.iter().partition(|line| line.get("_aws").is_some());
+    for line in &log_lines {
+        assert!(
+            line["span"]["requestId"].is_string(),
+            "log line without a request id: {line}"
+        );
+    }
+
+    // One metric document per dimension set: the registration under its service and target
+    // group, the bad payload under its error class, the ignored event without dimensions.
+    let group_name = ecs_target_registrar::metrics::group_name(&group);
+    let registration = metric_lines
+        .iter()
+        .find(|line| line.get("TargetsRegistered").is_some())
+        .unwrap_or_else(|| panic!("no registration metrics in {stdout}"));
+    assert_eq!(registration["TargetsRegistered"], 1.0);
+    assert_eq!(registration["Service"], "web");
+    assert_eq!(registration["TargetGroup"], group_name.as_str());
+    assert!(registration["RegistrationLatency"].is_number());
+    assert_eq!(
+        registration["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "EcsTargetRegistrar"
+    );
+    assert!(
+        metric_lines
+            .iter()
+            .any(|line| line["ErrorClass"] == "InvalidPayload" && line["Failures"] == 1.0),
+        "{stdout}"
+    );
+    assert!(
+        metric_lines.iter().any(|line| line["IgnoredEvents"] == 1.0),
+        "{stdout}"
+    );
+
+    // Credentials never reach the logs, in any form the process had them.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for secret in [ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN] {
+        assert!(!stdout.contains(secret), "{secret} logged: {stdout}");
+        assert!(!stderr.contains(secret), "{secret} logged: {stderr}");
+    }
 }
 
 #[tokio::test]
