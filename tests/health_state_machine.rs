@@ -665,7 +665,8 @@ async fn registrar_starts_the_wait_once_per_event() {
         ecs.clone(),
         elb.clone(),
     )
-    .with_health_wait(sfn.clone(), settings);
+    .with_health_wait(sfn.clone(), settings)
+    .with_metrics_namespace(Some("RegistrarTests".into()));
     let event = support::rewrite_event(
         support::fixture_event("fargate-running.json"),
         &task,
@@ -687,6 +688,37 @@ async fn registrar_starts_the_wait_once_per_event() {
     let output: Value =
         serde_json::from_str(execution.output().unwrap_or("null")).expect("JSON output");
     assert_eq!(output["targets"][0]["rounds"], 2, "{output}");
+
+    // The healthy round wrote TimeToHealthy under the configured namespace, with the
+    // service and target group as dimensions and the seconds the wait took.
+    let history = execution_history(&sfn, &execution_arn).await;
+    let metric_writes: Vec<Value> = history
+        .iter()
+        .filter_map(|event| event.task_scheduled_event_details())
+        .filter(|details| details.resource() == "putMetricData")
+        .map(|details| serde_json::from_str(details.parameters()).expect("JSON parameters"))
+        .collect();
+    assert_eq!(metric_writes.len(), 1, "{history:?}");
+    let written = &metric_writes[0];
+    assert_eq!(written["Namespace"], "RegistrarTests", "{written}");
+    let datum = &written["MetricData"][0];
+    assert_eq!(datum["MetricName"], "TimeToHealthy", "{written}");
+    assert_eq!(datum["Unit"], "Seconds", "{written}");
+    assert_eq!(datum["Value"], 1, "{written}");
+    let group_name = ecs_target_registrar::metrics::group_name(&group);
+    assert_eq!(
+        datum["Dimensions"],
+        json!([
+            {"Name": "Service", "Value": "web"},
+            {"Name": "TargetGroup", "Value": group_name},
+        ]),
+        "{written}"
+    );
+    let failed_writes = history
+        .iter()
+        .filter_map(|event| event.task_failed_event_details())
+        .count();
+    assert_eq!(failed_writes, 0, "{history:?}");
 
     // The duplicate asks for the same execution name; the emulator ended that execution,
     // so Step Functions reports it as existing and no second loop starts.
