@@ -394,6 +394,7 @@ mod tests {
         for name in [
             "container-instance-state-change.json",
             "service-action.json",
+            "deployment-state-change.json",
         ] {
             let parsed = parse(&fixture(name));
             assert!(

@@ -243,6 +243,7 @@ async fn unmapped_task_and_foreign_events_are_ignored() {
     for fixture in [
         "service-action.json",
         "container-instance-state-change.json",
+        "deployment-state-change.json",
         "scheduled-event.json",
     ] {
         events.push(support::fixture_event(fixture));
