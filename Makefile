@@ -1,25 +1,37 @@
-# Every target that talks to AWS APIs talks to the local emulator (moto on 127.0.0.1) only.
-# These exports make sure nothing falls back to an instance metadata address or real
-# credentials, whatever the caller's shell has set.
-export AWS_EC2_METADATA_DISABLED := true
-export AWS_ACCESS_KEY_ID := testing
-export AWS_SECRET_ACCESS_KEY := testing
-export AWS_REGION := us-east-1
-unexport AWS_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL HTTP_PROXY http_proxy HTTPS_PROXY https_proxy ALL_PROXY all_proxy
+# Targets that run the product or its tests talk to the local emulator (moto on 127.0.0.1)
+# only. They run under $(LOCAL): dummy credentials, a fixed region, no profile, no proxy and
+# no instance metadata, whatever the caller's shell has set. Only `deploy` uses the caller's
+# own AWS credentials.
+LOCAL := env -u AWS_PROFILE -u AWS_SESSION_TOKEN -u AWS_ENDPOINT_URL \
+	-u HTTP_PROXY -u http_proxy -u HTTPS_PROXY -u https_proxy -u ALL_PROXY -u all_proxy \
+	AWS_EC2_METADATA_DISABLED=true AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
+	AWS_REGION=us-east-1
+
+# The SAM CLI sends usage data to AWS unless this is set.
+export SAM_CLI_TELEMETRY := 0
 
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint lint-asl fmt check venv build clean
+DEPLOY_VENV := .venv-deploy
+DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
+# cargo-lambda and zig come from the deploy venv, and sam build runs cargo lambda.
+DEPLOY_PATH := PATH="$(CURDIR)/$(DEPLOY_VENV)/bin:$$PATH"
+
+# Instruction set of the Lambda build: x86_64 or arm64. The template's default is arm64, which
+# needs the Rust target aarch64-unknown-linux-gnu (`rustup target add aarch64-unknown-linux-gnu`).
+ARCH ?= arm64
+
+.PHONY: demo test lint lint-asl deny fmt check venv build sam-build validate deploy clean
 
 ## demo: run the registrar against the local emulator: register a running task, deregister it.
 demo: $(STAMP)
-	cargo run --quiet --example demo
+	$(LOCAL) cargo run --quiet --example demo
 
 ## test: unit, request-level and emulator tests.
 test: $(STAMP)
-	cargo test
+	$(LOCAL) cargo test
 
 ## lint: formatting, clippy, the SAM template and the state machine definition.
 lint: $(STAMP)
@@ -42,6 +54,19 @@ $(ASL_STAMP):
 	npm install --no-save --no-audit --no-fund --prefix tools/node asl-validator@$(ASL_VALIDATOR_VERSION)
 	touch $(ASL_STAMP)
 
+# cargo-deny, built from crates.io into tools/cargo on first use (a few minutes).
+CARGO_DENY_VERSION := 0.20.2
+CARGO_DENY := tools/cargo/bin/cargo-deny
+CARGO_DENY_STAMP := tools/cargo/.cargo-deny-$(CARGO_DENY_VERSION)
+
+## deny: the dependency tree's licenses and banned crates, per deny.toml (offline).
+deny: $(CARGO_DENY_STAMP)
+	$(CARGO_DENY) --offline check licenses bans
+
+$(CARGO_DENY_STAMP):
+	cargo install --locked --quiet --root tools/cargo cargo-deny@$(CARGO_DENY_VERSION)
+	touch $(CARGO_DENY_STAMP)
+
 ## check: everything CI runs.
 check: lint test
 
@@ -56,10 +81,40 @@ $(STAMP): requirements-dev.txt
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
 
-## build: the release artifact for Lambda (needs `pip install cargo-lambda ziglang`).
-build:
-	cargo lambda build --release --bin ecs-target-registrar
+# The SAM CLI, cargo-lambda and zig, pinned in requirements-deploy.txt.
+$(DEPLOY_STAMP): requirements-deploy.txt
+	python3 -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-deploy.txt
+	touch $(DEPLOY_STAMP)
+
+## build: the release artifact, target/lambda/ecs-target-registrar/bootstrap.zip (ARCH=x86_64 or arm64).
+build: $(DEPLOY_STAMP)
+	$(DEPLOY_PATH) cargo lambda build --release --bin ecs-target-registrar --output-format zip \
+		$(if $(filter arm64,$(ARCH)),--arm64,--x86-64)
+	@ls -l target/lambda/ecs-target-registrar/bootstrap.zip
+
+## validate: the template through the SAM CLI's own linter (offline).
+validate: $(DEPLOY_STAMP)
+	$(LOCAL) $(DEPLOY_VENV)/bin/sam validate --lint --template-file template.yaml
+
+## sam-build: build the function through SAM's rust-cargolambda builder into .aws-sam/ (offline).
+sam-build: $(DEPLOY_STAMP)
+	$(LOCAL) $(DEPLOY_PATH) $(DEPLOY_VENV)/bin/sam build --beta-features \
+		--parameter-overrides Architecture=$(ARCH)
+
+## deploy: sam build, then sam deploy to the account of your AWS credentials; guided the first
+## time, when there is no samconfig.toml yet. The Architecture parameter must match ARCH.
+deploy: $(DEPLOY_STAMP)
+	$(DEPLOY_PATH) $(DEPLOY_VENV)/bin/sam build --beta-features \
+		--parameter-overrides Architecture=$(ARCH)
+	@if [ -f samconfig.toml ]; then \
+		echo "sam deploy with the settings in samconfig.toml"; \
+		$(DEPLOY_VENV)/bin/sam deploy; \
+	else \
+		$(DEPLOY_VENV)/bin/sam deploy --guided --capabilities CAPABILITY_IAM \
+			--parameter-overrides Architecture=$(ARCH); \
+	fi
 
 clean:
 	cargo clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(DEPLOY_VENV) .aws-sam
