@@ -59,9 +59,10 @@ CARGO_DENY_VERSION := 0.20.2
 CARGO_DENY := tools/cargo/bin/cargo-deny
 CARGO_DENY_STAMP := tools/cargo/.cargo-deny-$(CARGO_DENY_VERSION)
 
-## deny: the dependency tree's licenses and banned crates, per deny.toml (offline).
+## deny: the dependency tree's licenses and banned crates, per deny.toml. It reads crates.io
+## only, not the advisory database.
 deny: $(CARGO_DENY_STAMP)
-	$(CARGO_DENY) --offline check licenses bans
+	$(CARGO_DENY) check licenses bans
 
 $(CARGO_DENY_STAMP):
 	cargo install --locked --quiet --root tools/cargo cargo-deny@$(CARGO_DENY_VERSION)
