@@ -852,7 +852,12 @@ async fn health_wait_input_names_group_targets_and_timing() {
         "targets": [{"Id": "10.0.1.5", "Port": 8080}],
         "taskArn": TASK,
         "timing": {"initialDelaySeconds": 0, "pollIntervalSeconds": 10, "gracePeriodSeconds": 30, "maxRounds": 13},
-        "onFailure": "deregister"
+        "onFailure": "deregister",
+        "metrics": {
+            "namespace": "RegistrarTests",
+            "service": "web",
+            "targetGroup": ecs_target_registrar::metrics::group_name(TG_A),
+        }
     });
     let started = mock!(aws_sdk_sfn::Client::start_execution)
         .match_requests(move |input| {
@@ -883,7 +888,9 @@ async fn health_wait_input_names_group_targets_and_timing() {
         "containerPort": 8080, "targetGroups": [TG_A]
     }]}))
     .expect("valid mapping");
-    let registrar = Registrar::new(config, ecs, elb).with_health_wait(sfn, health_settings());
+    let registrar = Registrar::new(config, ecs, elb)
+        .with_health_wait(sfn, health_settings())
+        .with_metrics_namespace(Some("RegistrarTests".into()));
 
     registrar
         .handle(&event("RUNNING", "RUNNING", 4, "10.0.1.5"), &env())
