@@ -356,12 +356,9 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
         ))
     }
 
-    /// Leaves out of a deregistration the addresses that a running task of the mapped clusters
-    /// holds now (see [`decision::keep_reused_addresses`]). Called only once ECS has released
+    /// Removes from a deregistration plan the targets of the other running tasks of the mapped
+    /// clusters (see [`decision::keep_reused_addresses`]). Called only once ECS has released
     /// the stopped task's address, since no other task can hold it before that.
-    ///
-    // NOTE: only IP targets are checked. A bridge-mode target (instance id and host port) whose
-    // static host port a new task on the same instance took over is still deregistered.
     async fn keep_reused_addresses(
         &self,
         task: &Task,
@@ -371,10 +368,26 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
         if plan.placements.is_empty() {
             return Ok(plan);
         }
+        let in_use = self
+            .targets_in_use(task, &plan.placements, services)
+            .await?;
+        Ok(decision::keep_reused_addresses(plan, &in_use))
+    }
+
+    /// Lists the IP targets of the running tasks other than `task` under the mapping, each with
+    /// its task's ARN, in every cluster that could pass `task`'s address on to a new task.
+    ///
+    // NOTE: only IP targets are checked. A bridge-mode target (instance id and host port) whose
+    // static host port a new task on the same instance took over is still deregistered.
+    async fn targets_in_use(
+        &self,
+        task: &Task,
+        placements: &[Placement],
+        services: &[&ServiceMapping],
+    ) -> Result<HashMap<Target, String>, Error> {
         // A task of any cluster whose entries share one of these target groups may hold the
         // address now: clusters that share subnets can hand an address from one to the other.
-        let groups: Vec<&TargetGroupRef> = plan
-            .placements
+        let groups: Vec<&TargetGroupRef> = placements
             .iter()
             .flat_map(|placement| &placement.target_groups)
             .collect();
@@ -401,13 +414,18 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
                     source,
                 }
             })?;
-            for other in running.iter().filter(|other| other.id() != task.id()) {
-                if let Some(address) = other.ipv4() {
-                    in_use.insert(address.to_owned(), other.task_arn.clone());
+            let others = running
+                .iter()
+                .filter(|other| other.id() != task.id() && other.ipv4().is_some());
+            for other in others {
+                let mapped = self.config.matching(other, None);
+                let plan = decision::plan(other, &mapped, None, Lifecycle::Deregister);
+                for placement in plan.placements {
+                    in_use.insert(placement.target, other.task_arn.clone());
                 }
             }
         }
-        Ok(decision::keep_reused_addresses(plan, &in_use))
+        Ok(in_use)
     }
 
     /// Registers the planned targets, then closes the race with a concurrent stop.
