@@ -304,7 +304,7 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
                     .plan(current, cluster, &services, Lifecycle::Register)
                     .await?;
                 let trigger = health::trigger_tag(task.version, event.id.as_deref());
-                self.register(current, cluster, plan, &trigger, summary)
+                self.register(current, cluster, &services, plan, &trigger, summary)
                     .await
             }
             (_, Lifecycle::Register) => {
@@ -436,10 +436,15 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
     /// RegisterTargets, and the DescribeTasks made after RegisterTargets sees it and removes
     /// what was just registered. If the stop invocation deregistered after our RegisterTargets,
     /// it removed our targets itself. Either way no stopped task stays registered.
+    ///
+    /// By the time of that DescribeTasks the task may have released its address, and a new
+    /// task may hold it and be registered already. So the rollback, like a stop, leaves alone
+    /// the targets of other running tasks.
     async fn register(
         &self,
         task: &Task,
         cluster: &str,
+        services: &[&ServiceMapping],
         plan: Plan,
         trigger: &str,
         mut summary: Summary,
@@ -470,9 +475,19 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
                 if decision::lifecycle(&now.last_status, &now.desired_status) == Lifecycle::Register);
             if !still_running {
                 info!(task_arn = %task.task_arn, "task stopped while it was being registered; removing its targets again");
-                self.roll_back(task, &mut summary.changes).await;
+                let released = match &after {
+                    TaskLookup::Found(now) => now.address_released(),
+                    TaskLookup::Missing { .. } => true,
+                };
+                let in_use = if released {
+                    self.targets_in_use(task, &plan.placements, services)
+                        .await?
+                } else {
+                    HashMap::new()
+                };
+                self.roll_back(task, &mut summary.changes, &in_use).await;
                 summary.outcome = Outcome::RolledBack;
-                summary.reason = "the task stopped while it was being registered; its targets were removed again".into();
+                summary.reason = "the task stopped while it was being registered; its targets were removed again, except those that are another running task's targets now".into();
                 return finish(summary, task, Lifecycle::Register);
             }
         }
@@ -693,14 +708,33 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
         change
     }
 
-    /// Deregisters what [`Registrar::register`] just registered, marking each change.
-    async fn roll_back(&self, task: &Task, changes: &mut [Change]) {
+    /// Deregisters what [`Registrar::register`] just registered, marking each change. The
+    /// targets in `in_use` are another running task's targets now and stay. A change whose
+    /// targets all stay keeps its `registered` result.
+    async fn roll_back(
+        &self,
+        task: &Task,
+        changes: &mut [Change],
+        in_use: &HashMap<Target, String>,
+    ) {
         let rollbacks = changes.iter().map(|change| async move {
             if change.result != ChangeResult::Registered {
                 return None;
             }
+            let (kept, removed): (Vec<Target>, Vec<Target>) = change
+                .targets
+                .iter()
+                .cloned()
+                .partition(|target| in_use.contains_key(target));
+            for target in &kept {
+                let owner = in_use.get(target).map_or("", String::as_str);
+                info!(task_arn = %task.task_arn, target_group = %change.target_group, %target, %owner, "rollback left the target in place: it is another running task's target now");
+            }
+            if removed.is_empty() {
+                return None;
+            }
             let arn = change.target_group_arn.as_deref().unwrap_or_default();
-            Some(self.deregister_targets(arn, &change.targets).await)
+            Some(self.deregister_targets(arn, &removed).await)
         });
         // One result per change, in order: two changes may name the same group (once by name,
         // once by ARN), so results are not keyed by group.
