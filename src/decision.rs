@@ -189,23 +189,24 @@ fn place(
     }
 }
 
-/// Removes from a deregistration plan every IP target whose address another task holds now,
-/// according to `in_use` (address to task ARN). ECS gives a stopped task's address back to the
-/// subnet, where a new task can get it; a stop event delivered late, or replayed from the
-/// dead-letter queue, must not remove that new task's target.
-pub fn keep_reused_addresses(mut plan: Plan, in_use: &HashMap<String, String>) -> Plan {
+/// Removes from a deregistration plan every IP target that is now another task's target,
+/// according to `in_use` (target to task ARN). ECS gives a stopped task's address back to the
+/// subnet, where a new task can get it. A stop event delivered late, or replayed from the
+/// dead-letter queue, must not remove that new task's target. A target at the same address on
+/// another port is not the new task's target, so it is removed.
+pub fn keep_reused_addresses(mut plan: Plan, in_use: &HashMap<Target, String>) -> Plan {
     let (kept, reused): (Vec<_>, Vec<_>) = plan
         .placements
         .into_iter()
-        .partition(|placement| !in_use.contains_key(&placement.target.id));
+        .partition(|placement| !in_use.contains_key(&placement.target));
     plan.placements = kept;
     for placement in reused {
-        let owner = in_use.get(&placement.target.id).map_or("", String::as_str);
+        let owner = in_use.get(&placement.target).map_or("", String::as_str);
         plan.unplaced.push(Unplaced {
             service: placement.service,
             reason: format!(
-                "address {} now belongs to running task {owner}; its target is left in place",
-                placement.target.id
+                "target {} now belongs to running task {owner}; it is left in place",
+                placement.target
             ),
         });
     }
@@ -432,7 +433,14 @@ mod tests {
             None,
             Lifecycle::Deregister,
         );
-        let in_use = HashMap::from([("10.0.1.5".to_owned(), "arn:task/new".to_owned())]);
+        let target = |id: &str, port| Target {
+            id: id.to_owned(),
+            port,
+        };
+        let in_use = HashMap::from([
+            (target("10.0.1.5", 8080), "arn:task/new".to_owned()),
+            (target("10.0.1.5", 9080), "arn:task/new".to_owned()),
+        ]);
         let kept = keep_reused_addresses(plan.clone(), &in_use);
         assert!(kept.placements.is_empty());
         assert_eq!(kept.unplaced.len(), 2);
@@ -441,8 +449,27 @@ mod tests {
                 .reason
                 .contains("belongs to running task arn:task/new")
         );
-        let elsewhere = HashMap::from([("10.0.9.9".to_owned(), "arn:task/other".to_owned())]);
+        let elsewhere = HashMap::from([(target("10.0.9.9", 8080), "arn:task/other".to_owned())]);
         assert_eq!(keep_reused_addresses(plan.clone(), &elsewhere), plan);
+    }
+
+    #[test]
+    fn reused_address_on_another_port_is_removed() {
+        let app = service("app", "app", 8080, &["tg"]);
+        let plan = plan(
+            &awsvpc_task("10.0.1.5"),
+            &[&app],
+            None,
+            Lifecycle::Deregister,
+        );
+        let other_service = Target {
+            id: "10.0.1.5".to_owned(),
+            port: 9090,
+        };
+        let in_use = HashMap::from([(other_service, "arn:task/api".to_owned())]);
+        let kept = keep_reused_addresses(plan.clone(), &in_use);
+        assert_eq!(kept.placements, plan.placements);
+        assert!(kept.unplaced.is_empty());
     }
 
     #[test]

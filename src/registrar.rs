@@ -314,7 +314,7 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
                     .plan(current, cluster, &services, Lifecycle::Register)
                     .await?;
                 let trigger = health::trigger_tag(task.version, event.id.as_deref());
-                self.register(current, cluster, plan, &trigger, summary)
+                self.register(current, cluster, &services, plan, &trigger, summary)
                     .await
             }
             (_, Lifecycle::Register) => {
@@ -366,12 +366,9 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
         ))
     }
 
-    /// Leaves out of a deregistration the addresses that a running task of the mapped clusters
-    /// holds now (see [`decision::keep_reused_addresses`]). Called only once ECS has released
+    /// Removes from a deregistration plan the targets of the other running tasks of the mapped
+    /// clusters (see [`decision::keep_reused_addresses`]). Called only once ECS has released
     /// the stopped task's address, since no other task can hold it before that.
-    ///
-    // NOTE: only IP targets are checked. A bridge-mode target (instance id and host port) whose
-    // static host port a new task on the same instance took over is still deregistered.
     async fn keep_reused_addresses(
         &self,
         task: &Task,
@@ -381,10 +378,26 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
         if plan.placements.is_empty() {
             return Ok(plan);
         }
+        let in_use = self
+            .targets_in_use(task, &plan.placements, services)
+            .await?;
+        Ok(decision::keep_reused_addresses(plan, &in_use))
+    }
+
+    /// Lists the IP targets of the running tasks other than `task` under the mapping, each with
+    /// its task's ARN, in every cluster that could pass `task`'s address on to a new task.
+    ///
+    // NOTE: only IP targets are checked. A bridge-mode target (instance id and host port) whose
+    // static host port a new task on the same instance took over is still deregistered.
+    async fn targets_in_use(
+        &self,
+        task: &Task,
+        placements: &[Placement],
+        services: &[&ServiceMapping],
+    ) -> Result<HashMap<Target, String>, Error> {
         // A task of any cluster whose entries share one of these target groups may hold the
         // address now: clusters that share subnets can hand an address from one to the other.
-        let groups: Vec<&TargetGroupRef> = plan
-            .placements
+        let groups: Vec<&TargetGroupRef> = placements
             .iter()
             .flat_map(|placement| &placement.target_groups)
             .collect();
@@ -411,13 +424,18 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
                     source,
                 }
             })?;
-            for other in running.iter().filter(|other| other.id() != task.id()) {
-                if let Some(address) = other.ipv4() {
-                    in_use.insert(address.to_owned(), other.task_arn.clone());
+            let others = running
+                .iter()
+                .filter(|other| other.id() != task.id() && other.ipv4().is_some());
+            for other in others {
+                let mapped = self.config.matching(other, None);
+                let plan = decision::plan(other, &mapped, None, Lifecycle::Deregister);
+                for placement in plan.placements {
+                    in_use.insert(placement.target, other.task_arn.clone());
                 }
             }
         }
-        Ok(decision::keep_reused_addresses(plan, &in_use))
+        Ok(in_use)
     }
 
     /// Registers the planned targets, then closes the race with a concurrent stop.
@@ -428,10 +446,15 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
     /// RegisterTargets, and the DescribeTasks made after RegisterTargets sees it and removes
     /// what was just registered. If the stop invocation deregistered after our RegisterTargets,
     /// it removed our targets itself. Either way no stopped task stays registered.
+    ///
+    /// By the time of that DescribeTasks the task may have released its address, and a new
+    /// task may hold it and be registered already. So the rollback, like a stop, leaves alone
+    /// the targets of other running tasks.
     async fn register(
         &self,
         task: &Task,
         cluster: &str,
+        services: &[&ServiceMapping],
         plan: Plan,
         trigger: &str,
         mut summary: Summary,
@@ -462,9 +485,19 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
                 if decision::lifecycle(&now.last_status, &now.desired_status) == Lifecycle::Register);
             if !still_running {
                 info!(task_arn = %task.task_arn, "task stopped while it was being registered; removing its targets again");
-                self.roll_back(task, &mut summary.changes).await;
+                let released = match &after {
+                    TaskLookup::Found(now) => now.address_released(),
+                    TaskLookup::Missing { .. } => true,
+                };
+                let in_use = if released {
+                    self.targets_in_use(task, &plan.placements, services)
+                        .await?
+                } else {
+                    HashMap::new()
+                };
+                self.roll_back(task, &mut summary.changes, &in_use).await;
                 summary.outcome = Outcome::RolledBack;
-                summary.reason = "the task stopped while it was being registered; its targets were removed again".into();
+                summary.reason = "the task stopped while it was being registered; its targets were removed again, except those that are another running task's targets now".into();
                 return finish(summary, task, Lifecycle::Register);
             }
         }
@@ -709,14 +742,33 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
         change
     }
 
-    /// Deregisters what [`Registrar::register`] just registered, marking each change.
-    async fn roll_back(&self, task: &Task, changes: &mut [Change]) {
+    /// Deregisters what [`Registrar::register`] just registered, marking each change. The
+    /// targets in `in_use` are another running task's targets now and stay. A change whose
+    /// targets all stay keeps its `registered` result.
+    async fn roll_back(
+        &self,
+        task: &Task,
+        changes: &mut [Change],
+        in_use: &HashMap<Target, String>,
+    ) {
         let rollbacks = changes.iter().map(|change| async move {
             if change.result != ChangeResult::Registered {
                 return None;
             }
+            let (kept, removed): (Vec<Target>, Vec<Target>) = change
+                .targets
+                .iter()
+                .cloned()
+                .partition(|target| in_use.contains_key(target));
+            for target in &kept {
+                let owner = in_use.get(target).map_or("", String::as_str);
+                info!(task_arn = %task.task_arn, target_group = %change.target_group, %target, %owner, "rollback left the target in place: it is another running task's target now");
+            }
+            if removed.is_empty() {
+                return None;
+            }
             let arn = change.target_group_arn.as_deref().unwrap_or_default();
-            Some(self.deregister_targets(arn, &change.targets).await)
+            Some(self.deregister_targets(arn, &removed).await)
         });
         // One result per change, in order: two changes may name the same group (once by name,
         // once by ARN), so results are not keyed by group.
