@@ -102,7 +102,7 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
 
     /// Returns a target group's ARN, looking a name up once per process.
     pub(crate) async fn resolve_group(&self, group: &TargetGroupRef) -> Result<String, String> {
-        self.resolve(group).await
+        self.resolve(group).await.map_err(|err| err.message)
     }
 
     /// Forms the targets a running task stands for under `services`.
@@ -634,12 +634,15 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
             targets,
             result: ChangeResult::Failed,
             error: None,
+            permanent: false,
         };
         let arn = match self.resolve(&group).await {
             Ok(arn) => arn,
-            Err(message) => {
-                error!(task_arn = %task.task_arn, target_group = %group, error = %message, "target group lookup failed");
-                change.error = Some(message);
+            Err(err) => {
+                let class = failure_class(&err);
+                error!(task_arn = %task.task_arn, target_group = %group, target = %list_targets(&change.targets), class, error = %err, "target group lookup failed");
+                change.permanent = err.is_permanent();
+                change.error = Some(err.message);
                 return change;
             }
         };
@@ -661,7 +664,8 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
             }
             Err(err) => {
                 let step = step_name(action);
-                error!(task_arn = %task.task_arn, target_group = %arn, target = %listed, error = %err, "{step} failed");
+                let class = failure_class(&err);
+                error!(task_arn = %task.task_arn, target_group = %arn, target = %listed, class, error = %err, "{step} failed");
                 if let TargetGroupRef::Name(name) = &group {
                     if err.is("TargetGroupNotFound") {
                         // The group was deleted, perhaps recreated under the same name with a
@@ -669,6 +673,7 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
                         self.resolved.lock().await.remove(name);
                     }
                 }
+                change.permanent = err.is_permanent();
                 change.error = Some(format!("{step} failed: {err}"));
             }
         }
@@ -738,8 +743,9 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
         Ok(result)
     }
 
-    /// Returns a target group's ARN, looking a name up once per process.
-    async fn resolve(&self, group: &TargetGroupRef) -> Result<String, String> {
+    /// Returns a target group's ARN, looking a name up once per process. A name that no group
+    /// has is a `TargetGroupNotFound` error, as ELBv2 returns for an unknown ARN.
+    async fn resolve(&self, group: &TargetGroupRef) -> Result<String, ApiError> {
         let name = match group {
             TargetGroupRef::Arn(arn) => return Ok(arn.clone()),
             TargetGroupRef::Name(name) => name,
@@ -752,10 +758,14 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
                 self.resolved.lock().await.insert(name.clone(), arn.clone());
                 Ok(arn)
             }
-            Ok(None) => Err(format!(
-                "target group {name:?} not found; check \"targetGroups\" in the mapping"
+            Ok(None) => Err(ApiError::service(
+                "TargetGroupNotFound",
+                &format!("target group {name:?} not found; check \"targetGroups\" in the mapping"),
             )),
-            Err(err) => Err(format!("DescribeTargetGroups failed for {name:?}: {err}")),
+            Err(err) => Err(ApiError {
+                message: format!("DescribeTargetGroups failed for {name:?}: {err}"),
+                ..err
+            }),
         }
     }
 }
@@ -779,6 +789,11 @@ fn finish(mut summary: Summary, task: &Task, action: Lifecycle) -> Result<Summar
         })
         .collect();
     let failed_groups = failures.len();
+    let permanent = summary
+        .changes
+        .iter()
+        .filter(|change| change.result == ChangeResult::Failed)
+        .all(|change| change.permanent);
     failures.extend(
         summary
             .health_checks
@@ -816,8 +831,19 @@ fn finish(mut summary: Summary, task: &Task, action: Lifecycle) -> Result<Summar
     summary.reason = message.clone();
     Err(Error::TargetGroups {
         message,
+        permanent,
         summary: Box::new(summary),
     })
+}
+
+/// Names a failure's class in log lines: `permanent` failures need a fix to the account, group
+/// or mapping, `transient` ones may pass on Lambda's retry.
+fn failure_class(err: &ApiError) -> &'static str {
+    if err.is_permanent() {
+        "permanent"
+    } else {
+        "transient"
+    }
 }
 
 fn step_name(action: Lifecycle) -> &'static str {
