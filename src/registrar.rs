@@ -159,6 +159,22 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
         }
 
         let services = self.config.matching(task, env.region.as_deref());
+        let cluster_mapped = self.config.services.iter().any(|service| {
+            service
+                .cluster
+                .matches(&task.cluster_arn, env.region.as_deref())
+        });
+        if !cluster_mapped {
+            // The EventBridge rule sends the mapped clusters only, so this event was sent by
+            // hand or the rule and the mapping disagree.
+            warn!(
+                task_arn = %task.task_arn,
+                cluster = %task.cluster_arn,
+                "ignored event: no service mapping names the task's cluster"
+            );
+            summary.reason = format!("no service mapping names cluster {}", task.cluster_arn);
+            return Ok(summary);
+        }
         if services.is_empty() {
             info!(
                 task_arn = %task.task_arn,
