@@ -84,7 +84,7 @@ pub async fn invoke<E: Ecs, L: LoadBalancing, W: Workflows>(
 ) -> Result<Value, Error> {
     if payload.get("action").is_some() {
         let request = ActionRequest::deserialize(payload)
-            .map_err(|err| PayloadError::InvalidAction(err.to_string()))?;
+            .map_err(|err| PayloadError::InvalidAction(crate::event::shorten(err.to_string())))?;
         return run_action(registrar, request).await;
     }
     let scheduled = payload.get("source").and_then(Value::as_str) == Some("aws.events")
