@@ -11,7 +11,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint lint-asl fmt check venv build clean
+.PHONY: demo test lint lint-asl fmt check venv build clean fuzz
 
 ## demo: run the registrar against the local emulator: register a running task, deregister it.
 demo: $(STAMP)
@@ -41,6 +41,15 @@ lint-asl: $(ASL_STAMP)
 $(ASL_STAMP):
 	npm install --no-save --no-audit --no-fund --prefix tools/node asl-validator@$(ASL_VALIDATOR_VERSION)
 	touch $(ASL_STAMP)
+
+# The fuzzer needs a nightly toolchain and cargo-fuzz (`rustup toolchain install nightly`,
+# `cargo install cargo-fuzz`). New corpus entries stay in fuzz/corpus/; crashers land in
+# fuzz/artifacts/ and belong in fuzz/regressions/ once fixed, where `make test` replays them.
+FUZZ_SECONDS ?= 600
+
+## fuzz: run the fuzz target on the event parsing and decision path for FUZZ_SECONDS (600).
+fuzz:
+	cd fuzz && cargo +nightly fuzz run handle_payload -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=65536
 
 ## check: everything CI runs.
 check: lint test
