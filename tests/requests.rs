@@ -1335,3 +1335,85 @@ async fn forged_family_registers_nothing() {
     assert_eq!(warned.len(), 1, "{logs}");
     assert!(warned[0].contains("matches no service mapping"), "{logs}");
 }
+
+#[tokio::test]
+async fn unknown_group_name_is_permanent() {
+    let describe = describe_sequence(vec![ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5")]);
+    let register_a = register_ok();
+    let no_group = mock!(aws_sdk_elasticloadbalancingv2::Client::describe_target_groups)
+        .sequence()
+        .output(|| DescribeTargetGroupsOutput::builder().build())
+        .repeatedly()
+        .build();
+    let registrar = registrar(&[&describe], &[&register_a, &no_group]);
+
+    let err = registrar
+        .handle(&event("RUNNING", "RUNNING", 4, "10.0.1.5"), &env())
+        .await
+        .expect_err("the group web-b does not exist");
+
+    assert_eq!(err.kind(), "TargetGroupChangeRejected");
+    assert!(err.is_permanent());
+    assert_eq!(register_a.num_calls(), 1);
+    let message = err.to_string();
+    assert!(message.contains("TargetGroupNotFound"), "{message}");
+    assert!(message.contains(TG_B_NAME), "{message}");
+    assert!(message.contains("10.0.1.5:8080"), "{message}");
+    let summary = err.summary().expect("the summary is kept");
+    let failed: Vec<_> = summary
+        .changes
+        .iter()
+        .filter(|change| change.result == ChangeResult::Failed)
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0].permanent);
+    assert_eq!(failed[0].target_group, TG_B_NAME);
+}
+
+#[tokio::test]
+async fn mixed_failures_are_not_permanent() {
+    let describe = describe_sequence(vec![ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5")]);
+    let denied = mock!(aws_sdk_elasticloadbalancingv2::Client::register_targets)
+        .match_requests(|input| input.target_group_arn() == Some(TG_A))
+        .sequence()
+        .error(|| {
+            RegisterTargetsError::generic(
+                ErrorMetadata::builder()
+                    .code("TooManyTargets")
+                    .message("You have reached the maximum number of targets")
+                    .build(),
+            )
+        })
+        .repeatedly()
+        .build();
+    let throttled = mock!(aws_sdk_elasticloadbalancingv2::Client::register_targets)
+        .match_requests(|input| input.target_group_arn() == Some(TG_B))
+        .sequence()
+        .error(|| {
+            RegisterTargetsError::generic(
+                ErrorMetadata::builder()
+                    .code("Throttling")
+                    .message("Rate exceeded")
+                    .build(),
+            )
+        })
+        .repeatedly()
+        .build();
+    let lookup = lookup_b();
+    let registrar = registrar(&[&describe], &[&denied, &throttled, &lookup]);
+
+    let err = registrar
+        .handle(&event("RUNNING", "RUNNING", 4, "10.0.1.5"), &env())
+        .await
+        .expect_err("both groups fail");
+
+    // One group may still succeed on Lambda's retry, so the failure as a whole is transient.
+    assert_eq!(err.kind(), "TargetGroupChangeFailed");
+    assert!(!err.is_permanent());
+    let summary = err.summary().expect("the summary is kept");
+    assert_eq!(summary.changes.len(), 2);
+    for change in &summary.changes {
+        let expected = change.target_group == TG_A;
+        assert_eq!(change.permanent, expected, "{}", change.target_group);
+    }
+}
