@@ -23,7 +23,7 @@ DEPLOY_PATH := PATH="$(CURDIR)/$(DEPLOY_VENV)/bin:$$PATH"
 # needs the Rust target aarch64-unknown-linux-gnu (`rustup target add aarch64-unknown-linux-gnu`).
 ARCH ?= arm64
 
-.PHONY: demo test lint lint-asl deny fmt check venv build sam-build validate deploy clean
+.PHONY: demo test lint lint-asl deny fmt check venv build sam-build validate deploy clean fuzz
 
 ## demo: run the registrar against the local emulator: register a running task, deregister it.
 demo: $(STAMP)
@@ -67,6 +67,15 @@ deny: $(CARGO_DENY_STAMP)
 $(CARGO_DENY_STAMP):
 	cargo install --locked --quiet --root tools/cargo cargo-deny@$(CARGO_DENY_VERSION)
 	touch $(CARGO_DENY_STAMP)
+
+# The fuzzer needs a nightly toolchain and cargo-fuzz (`rustup toolchain install nightly`,
+# `cargo install cargo-fuzz`). New corpus entries stay in fuzz/corpus/; crashers land in
+# fuzz/artifacts/ and belong in fuzz/regressions/ once fixed, where `make test` replays them.
+FUZZ_SECONDS ?= 600
+
+## fuzz: run the fuzz target on the event parsing and decision path for FUZZ_SECONDS (600).
+fuzz:
+	cd fuzz && cargo +nightly fuzz run handle_payload -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=65536
 
 ## check: everything CI runs.
 check: lint test

@@ -248,6 +248,7 @@ impl Config {
         };
 
         let mut mappings = Vec::new();
+        let mut positions = Vec::new();
         let mut names = HashSet::new();
         for (index, entry) in services.iter().enumerate() {
             let path = format!("services[{index}]");
@@ -259,8 +260,10 @@ impl Config {
                     ));
                 }
                 mappings.push(mapping);
+                positions.push(index);
             }
         }
+        duplicate_targets(&mappings, &positions, &mut problems);
 
         let exclusive_target_groups =
             parse_exclusive_groups(top.get("exclusiveTargetGroups"), &mappings, &mut problems);
@@ -624,6 +627,33 @@ fn parse_target_groups(
     (problems.len() == before).then_some(groups)
 }
 
+/// Reports each entry that recognises the same tasks as an earlier entry (same cluster, family
+/// and group) and sends the same port to a target group the earlier one names too. Both would
+/// register one target, and a change to one entry would silently be undone by the other.
+/// `positions` holds each mapping's index in the document.
+fn duplicate_targets(mappings: &[ServiceMapping], positions: &[usize], problems: &mut Vec<String>) {
+    for (later, mapping) in mappings.iter().enumerate() {
+        // An entry that repeats an earlier name is reported for its name already.
+        let earlier = mappings[..later].iter().zip(positions).find(|(other, _)| {
+            other.name != mapping.name
+                && other.cluster == mapping.cluster
+                && other.family == mapping.family
+                && other.group == mapping.group
+                && other.container_port == mapping.container_port
+                && other
+                    .target_groups
+                    .iter()
+                    .any(|group| mapping.target_groups.contains(group))
+        });
+        if let Some((other, position)) = earlier {
+            problems.push(format!(
+                "services[{}]: {:?} maps the same tasks and port {} into the same target group                  as services[{position}] ({:?}); merge the two entries or remove one",
+                positions[later], mapping.name, mapping.container_port, other.name
+            ));
+        }
+    }
+}
+
 fn parse_exclusive_groups(
     value: Option<&Value>,
     services: &[ServiceMapping],
@@ -761,6 +791,81 @@ mod tests {
             );
         }
         assert_eq!(problems.len(), expected.len(), "{problems:#?}");
+    }
+
+    #[test]
+    fn duplicate_services_are_rejected() {
+        let mut copy = auth();
+        copy["name"] = json!("auth-copy");
+        copy["targetGroups"] = json!(["unified-auth-admin-tg"]);
+        let mut other_port = auth();
+        other_port["name"] = json!("auth-admin");
+        other_port["containerPort"] = json!(9090);
+        let problems = errors_of(json!({"services": [auth(), other_port, copy]}));
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(
+            problems[0].starts_with("services[2]: \"auth-copy\" maps the same tasks and port 8080"),
+            "{problems:#?}"
+        );
+        assert!(
+            problems[0].contains("services[0] (\"auth\")"),
+            "{problems:#?}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_each_named() {
+        let mut entry = auth();
+        entry["port"] = json!(8080);
+        entry["targetGroup"] = json!("x");
+        let problems = errors_of(json!({"services": [entry], "service": []}));
+        let expected = [
+            "service: unknown key",
+            "services[0].port: unknown key",
+            "services[0].targetGroup: unknown key",
+        ];
+        assert_eq!(problems.len(), expected.len(), "{problems:#?}");
+        for fragment in expected {
+            assert!(
+                problems.iter().any(|p| p.starts_with(fragment)),
+                "no problem starts with {fragment:?} in {problems:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_arns_and_ports_are_each_named() {
+        let mut entry = auth();
+        entry["cluster"] = json!("arn:aws:ecs:us-east-1:123456789012:service/web");
+        entry["targetGroups"] = json!([
+            "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/x/0123",
+            "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/not-hex"
+        ]);
+        entry["containerPort"] = json!(-1);
+        let problems = errors_of(json!({"services": [entry]}));
+        let expected = [
+            "services[0].cluster:",
+            "services[0].targetGroups[0]:",
+            "services[0].targetGroups[1]:",
+            "services[0].containerPort: -1 is out of range",
+        ];
+        assert_eq!(problems.len(), expected.len(), "{problems:#?}");
+        for fragment in expected {
+            assert!(
+                problems.iter().any(|p| p.starts_with(fragment)),
+                "no problem starts with {fragment:?} in {problems:#?}"
+            );
+        }
+        for port in [json!(65536), json!(80.5), json!("80")] {
+            let mut entry = auth();
+            entry["containerPort"] = port.clone();
+            let problems = errors_of(json!({"services": [entry]}));
+            assert_eq!(problems.len(), 1, "{port}: {problems:#?}");
+            assert!(
+                problems[0].starts_with("services[0].containerPort"),
+                "{problems:#?}"
+            );
+        }
     }
 
     #[test]

@@ -144,10 +144,10 @@ fn place(
     let container = task.container(&service.container);
     if container.is_none() && action == Lifecycle::Register {
         let names: Vec<_> = task.containers.iter().map(|c| c.name.as_str()).collect();
-        return Err(format!(
+        return Err(crate::event::shorten(format!(
             "container {:?} is not part of the task (it has {names:?}); check \"container\" in the mapping",
             service.container
-        ));
+        )));
     }
 
     if let Some(address) = task.ipv4() {
@@ -156,9 +156,10 @@ fn place(
                 id: ip.to_string(),
                 port: service.container_port,
             }),
-            _ => Err(format!(
+            // The address comes from the task's data, which has no length limit here.
+            _ => Err(crate::event::shorten(format!(
                 "task address {address:?} is not a usable IPv4 address"
-            )),
+            ))),
         };
     }
 

@@ -100,6 +100,9 @@ pub enum Error {
     TargetGroups {
         /// Every failed change: step, task, target group, targets and cause.
         message: String,
+        /// Whether every failure is permanent (see [`ApiError::is_permanent`]), so that a retry
+        /// of the event cannot succeed until the account, group or mapping is fixed.
+        permanent: bool,
         /// What was decided and done, failures included.
         summary: Box<Summary>,
     },
@@ -107,6 +110,8 @@ pub enum Error {
 
 impl Error {
     /// Returns a short, stable name for the kind of failure, used as Lambda's `errorType`.
+    /// `TargetGroupChangeRejected` is a target group change that failed with permanent errors
+    /// only; `TargetGroupChangeFailed` is one that a retry may still complete.
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Payload(PayloadError::NotEventBridge(_)) => "InvalidPayload",
@@ -117,10 +122,25 @@ impl Error {
             Error::ListRunningTasks { .. } => "ListTasksFailed",
             Error::EcsBehindEvent { .. } => "EcsBehindEvent",
             Error::Unplaceable { .. } => "NoTargetForTask",
+            Error::TargetGroups {
+                permanent: true, ..
+            } => "TargetGroupChangeRejected",
             Error::TargetGroups { .. } => "TargetGroupChangeFailed",
             Error::HealthWait { .. } => "StartExecutionFailed",
             Error::Sweep(_) => "SweepFailed",
         }
+    }
+
+    /// Returns whether the failure is permanent: retrying the same event fails the same way
+    /// until someone changes the account, a target group or the mapping.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Error::TargetGroups {
+                permanent: true,
+                ..
+            }
+        )
     }
 
     /// Returns the summary of what was done before the failure, when the failure came that late.

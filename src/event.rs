@@ -109,12 +109,32 @@ pub fn parse(payload: &Value) -> Result<Invocation, PayloadError> {
 fn describe_error(prefix: &str, err: &serde_path_to_error::Error<serde_json::Error>) -> String {
     let path = err.path().to_string();
     let at = match (prefix, path.as_str()) {
-        ("", ".") => return err.inner().to_string(),
+        ("", ".") => return shorten(err.inner().to_string()),
         (prefix, ".") => prefix.to_owned(),
         ("", path) => path.to_owned(),
         (prefix, path) => format!("{prefix}.{path}"),
     };
-    format!("{at}: {}", err.inner())
+    shorten(format!("{at}: {}", err.inner()))
+}
+
+/// The longest error message, in bytes, that a payload produces. serde's messages quote the
+/// offending value, and an invoker can send megabytes of it, which would otherwise be copied
+/// into the log line and the invocation's error.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// Cuts `message` to [`MAX_MESSAGE_BYTES`] at a character boundary, marking the cut.
+pub fn shorten(mut message: String) -> String {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message;
+    }
+    let mut end = MAX_MESSAGE_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = message.len() - end;
+    message.truncate(end);
+    message.push_str(&format!("... ({cut} more bytes)"));
+    message
 }
 
 fn json_kind(value: &Value) -> &'static str {

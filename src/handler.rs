@@ -159,7 +159,7 @@ pub async fn respond<E: Ecs, L: LoadBalancing, W: Workflows>(
 ) -> Result<Response, Error> {
     if payload.get("action").is_some() {
         let request = ActionRequest::deserialize(payload)
-            .map_err(|err| PayloadError::InvalidAction(err.to_string()))?;
+            .map_err(|err| PayloadError::InvalidAction(crate::event::shorten(err.to_string())))?;
         return run_action(registrar, request).await;
     }
     let scheduled = payload.get("source").and_then(Value::as_str) == Some("aws.events")

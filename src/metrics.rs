@@ -13,6 +13,7 @@
 //! | `TargetsDeregistered` | Count | Service, TargetGroup |
 //! | `TargetsRolledBack` | Count | Service, TargetGroup |
 //! | `TargetGroupChangeFailures` | Count | Service, TargetGroup |
+//! | `TargetGroupChangeRejections` | Count | Service, TargetGroup |
 //! | `RegistrationLatency` | Milliseconds | Service, TargetGroup |
 //! | `IgnoredEvents` | Count | none |
 //! | `Failures` | Count | ErrorClass |
@@ -237,7 +238,12 @@ pub fn summary_records(summary: &Summary, latency: Option<Duration>) -> Vec<Reco
                 }
                 ChangeResult::NotRegistered => {}
                 ChangeResult::RolledBack => record.add("TargetsRolledBack", Unit::Count, count),
-                ChangeResult::Failed => record.add("TargetGroupChangeFailures", Unit::Count, 1.0),
+                ChangeResult::Failed => {
+                    record.add("TargetGroupChangeFailures", Unit::Count, 1.0);
+                    if change.permanent {
+                        record.add("TargetGroupChangeRejections", Unit::Count, 1.0);
+                    }
+                }
             }
         }
     }
@@ -348,6 +354,7 @@ mod tests {
                 .collect(),
             result,
             error: None,
+            permanent: false,
         }
     }
 
@@ -470,6 +477,20 @@ mod tests {
                 ("TargetsRolledBack", 1),
                 ("TargetGroupChangeFailures", 1),
             ]
+        );
+    }
+
+    #[test]
+    fn permanent_failure_also_counts_as_rejection() {
+        let mut summary = Summary::new(Outcome::Failed, "rejected");
+        let mut rejected = change(ChangeResult::Failed, &["auth"], 1);
+        rejected.permanent = true;
+        summary.changes = vec![rejected];
+        let records = summary_records(&summary, None);
+        let names: Vec<_> = records[0].data.iter().map(|d| d.name).collect();
+        assert_eq!(
+            names,
+            vec!["TargetGroupChangeFailures", "TargetGroupChangeRejections"]
         );
     }
 

@@ -112,7 +112,7 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
 
     /// Returns a target group's ARN, looking a name up once per process.
     pub(crate) async fn resolve_group(&self, group: &TargetGroupRef) -> Result<String, String> {
-        self.resolve(group).await
+        self.resolve(group).await.map_err(|err| err.message)
     }
 
     /// Forms the targets a running task stands for under `services`.
@@ -169,6 +169,22 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
         }
 
         let services = self.config.matching(task, env.region.as_deref());
+        let cluster_mapped = self.config.services.iter().any(|service| {
+            service
+                .cluster
+                .matches(&task.cluster_arn, env.region.as_deref())
+        });
+        if !cluster_mapped {
+            // The EventBridge rule sends the mapped clusters only, so this event was sent by
+            // hand or the rule and the mapping disagree.
+            warn!(
+                task_arn = %task.task_arn,
+                cluster = %task.cluster_arn,
+                "ignored event: no service mapping names the task's cluster"
+            );
+            summary.reason = format!("no service mapping names cluster {}", task.cluster_arn);
+            return Ok(summary);
+        }
         if services.is_empty() {
             info!(
                 task_arn = %task.task_arn,
@@ -701,12 +717,15 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
             targets,
             result: ChangeResult::Failed,
             error: None,
+            permanent: false,
         };
         let arn = match self.resolve(&group).await {
             Ok(arn) => arn,
-            Err(message) => {
-                error!(task_arn = %task.task_arn, target_group = %group, error = %message, "target group lookup failed");
-                change.error = Some(message);
+            Err(err) => {
+                let class = failure_class(&err);
+                error!(task_arn = %task.task_arn, target_group = %group, target = %list_targets(&change.targets), class, error = %err, "target group lookup failed");
+                change.permanent = err.is_permanent();
+                change.error = Some(err.message);
                 return change;
             }
         };
@@ -728,7 +747,8 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
             }
             Err(err) => {
                 let step = step_name(action);
-                error!(task_arn = %task.task_arn, target_group = %arn, target = %listed, error = %err, "{step} failed");
+                let class = failure_class(&err);
+                error!(task_arn = %task.task_arn, target_group = %arn, target = %listed, class, error = %err, "{step} failed");
                 if let TargetGroupRef::Name(name) = &group {
                     if err.is("TargetGroupNotFound") {
                         // The group was deleted, perhaps recreated under the same name with a
@@ -736,6 +756,7 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
                         self.resolved.lock().await.remove(name);
                     }
                 }
+                change.permanent = err.is_permanent();
                 change.error = Some(format!("{step} failed: {err}"));
             }
         }
@@ -824,8 +845,9 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
         Ok(result)
     }
 
-    /// Returns a target group's ARN, looking a name up once per process.
-    async fn resolve(&self, group: &TargetGroupRef) -> Result<String, String> {
+    /// Returns a target group's ARN, looking a name up once per process. A name that no group
+    /// has is a `TargetGroupNotFound` error, as ELBv2 returns for an unknown ARN.
+    async fn resolve(&self, group: &TargetGroupRef) -> Result<String, ApiError> {
         let name = match group {
             TargetGroupRef::Arn(arn) => return Ok(arn.clone()),
             TargetGroupRef::Name(name) => name,
@@ -838,10 +860,14 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
                 self.resolved.lock().await.insert(name.clone(), arn.clone());
                 Ok(arn)
             }
-            Ok(None) => Err(format!(
-                "target group {name:?} not found; check \"targetGroups\" in the mapping"
+            Ok(None) => Err(ApiError::service(
+                "TargetGroupNotFound",
+                &format!("target group {name:?} not found; check \"targetGroups\" in the mapping"),
             )),
-            Err(err) => Err(format!("DescribeTargetGroups failed for {name:?}: {err}")),
+            Err(err) => Err(ApiError {
+                message: format!("DescribeTargetGroups failed for {name:?}: {err}"),
+                ..err
+            }),
         }
     }
 }
@@ -865,6 +891,11 @@ fn finish(mut summary: Summary, task: &Task, action: Lifecycle) -> Result<Summar
         })
         .collect();
     let failed_groups = failures.len();
+    let permanent = summary
+        .changes
+        .iter()
+        .filter(|change| change.result == ChangeResult::Failed)
+        .all(|change| change.permanent);
     failures.extend(
         summary
             .health_checks
@@ -902,8 +933,19 @@ fn finish(mut summary: Summary, task: &Task, action: Lifecycle) -> Result<Summar
     summary.reason = message.clone();
     Err(Error::TargetGroups {
         message,
+        permanent,
         summary: Box::new(summary),
     })
+}
+
+/// Names a failure's class in log lines: `permanent` failures need a fix to the account, group
+/// or mapping, `transient` ones may pass on Lambda's retry.
+fn failure_class(err: &ApiError) -> &'static str {
+    if err.is_permanent() {
+        "permanent"
+    } else {
+        "transient"
+    }
 }
 
 fn step_name(action: Lifecycle) -> &'static str {

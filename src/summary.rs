@@ -87,6 +87,10 @@ pub struct Change {
     /// The failed step and the service's error, when `result` is `failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Whether the failure is permanent (see [`crate::aws::ApiError::is_permanent`]): a retry
+    /// of the event fails the same way until the account, group or mapping is fixed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub permanent: bool,
 }
 
 /// The result of starting one health-wait execution.

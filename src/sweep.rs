@@ -277,9 +277,9 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
             .collect();
         if !unknown.is_empty() {
             let known: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
-            return Err(Error::Sweep(format!(
+            return Err(Error::Sweep(crate::event::shorten(format!(
                 "unknown service {unknown:?}; the mapping has {known:?}"
-            )));
+            ))));
         }
         Ok(services
             .iter()

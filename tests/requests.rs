@@ -340,7 +340,8 @@ async fn access_denied_spares_other_group() {
         .expect_err("a failed group fails the invocation");
 
     assert_eq!(register_b.num_calls(), 1);
-    assert_eq!(err.kind(), "TargetGroupChangeFailed");
+    assert_eq!(err.kind(), "TargetGroupChangeRejected");
+    assert!(err.is_permanent());
     let message = err.to_string();
     assert!(message.contains("RegisterTargets"), "{message}");
     assert!(message.contains(TASK), "{message}");
@@ -1183,4 +1184,243 @@ async fn task_arn_of_other_account_is_ignored() {
         summary.reason
     );
     assert_eq!(describe.num_calls(), 0);
+}
+
+/// Log lines written while `body` runs, as the function's log would show them.
+async fn captured_logs<T>(body: impl std::future::Future<Output = T>) -> (T, String) {
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let mut buffer = self.0.lock().unwrap_or_else(|err| err.into_inner());
+            buffer.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    // The test runtime is single-threaded, so the subscriber sees every line of `body`.
+    let guard = tracing::subscriber::set_default(subscriber);
+    let output = body.await;
+    drop(guard);
+    let bytes = buffer
+        .0
+        .lock()
+        .unwrap_or_else(|err| err.into_inner())
+        .clone();
+    (output, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Returns the WARN lines of a captured log.
+fn warnings(logs: &str) -> Vec<&str> {
+    logs.lines()
+        .filter(|line| line.contains(" WARN "))
+        .collect()
+}
+
+#[tokio::test]
+async fn forged_unknown_task_is_logged() {
+    let missing = mock!(aws_sdk_ecs::Client::describe_tasks)
+        .sequence()
+        .output(|| {
+            DescribeTasksOutput::builder()
+                .failures(Failure::builder().arn(TASK).reason("MISSING").build())
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let register = register_ok();
+    let registrar = registrar(&[&missing], &[&register]);
+    let payload = event("RUNNING", "RUNNING", 4, "10.0.1.5");
+
+    let (summary, logs) = captured_logs(registrar.handle(&payload, &env())).await;
+
+    assert_eq!(summary.expect("skipped").outcome, Outcome::Skipped);
+    assert_eq!(register.num_calls(), 0);
+    let warned = warnings(&logs);
+    assert_eq!(warned.len(), 1, "{logs}");
+    assert!(warned[0].contains("ECS does not know the task"), "{logs}");
+    assert!(warned[0].contains("MISSING"), "{logs}");
+    assert!(warned[0].contains(TASK), "{logs}");
+}
+
+#[tokio::test]
+async fn forged_unmapped_cluster_is_logged() {
+    let describe = describe_sequence(vec![ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5")]);
+    let register = register_ok();
+    let registrar = registrar(&[&describe], &[&register]);
+    let mut payload = event("RUNNING", "RUNNING", 4, "10.0.1.5");
+    let other_cluster = "arn:aws:ecs:us-east-1:123456789012:cluster/other";
+    payload["detail"]["clusterArn"] = json!(other_cluster);
+
+    let (summary, logs) = captured_logs(registrar.handle(&payload, &env())).await;
+
+    let summary = summary.expect("ignored");
+    assert_eq!(summary.outcome, Outcome::Ignored);
+    assert_eq!(describe.num_calls(), 0);
+    assert_eq!(register.num_calls(), 0);
+    let warned = warnings(&logs);
+    assert_eq!(warned.len(), 1, "{logs}");
+    assert!(warned[0].contains("no service mapping names"), "{logs}");
+    assert!(warned[0].contains(other_cluster), "{logs}");
+    assert!(summary.reason.contains("cluster"), "{}", summary.reason);
+}
+
+#[tokio::test]
+async fn forged_account_and_region_are_logged() {
+    let describe = describe_sequence(vec![ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5")]);
+    let register = register_ok();
+    let registrar = registrar(&[&describe], &[&register]);
+    let mut other_account = event("RUNNING", "RUNNING", 4, "10.0.1.5");
+    other_account["account"] = json!("210987654321");
+    let mut other_region = event("RUNNING", "RUNNING", 4, "10.0.1.5");
+    other_region["region"] = json!("eu-west-1");
+
+    for (payload, named) in [(other_account, "210987654321"), (other_region, "eu-west-1")] {
+        let (summary, logs) = captured_logs(registrar.handle(&payload, &env())).await;
+        assert_eq!(summary.expect("ignored").outcome, Outcome::Ignored);
+        let warned = warnings(&logs);
+        assert_eq!(warned.len(), 1, "{logs}");
+        assert!(warned[0].contains(named), "{logs}");
+        assert!(warned[0].contains("but the function runs in"), "{logs}");
+    }
+    assert_eq!(describe.num_calls(), 0);
+    assert_eq!(register.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn forged_address_is_never_registered() {
+    let describe = describe_sequence(vec![ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5")]);
+    let register = mock!(aws_sdk_elasticloadbalancingv2::Client::register_targets)
+        .match_requests(|input| sent_targets(input.targets()) == [("10.0.1.5".to_owned(), 8080)])
+        .sequence()
+        .output(|| RegisterTargetsOutput::builder().build())
+        .repeatedly()
+        .build();
+    let lookup = lookup_b();
+    // Any other registration finds no rule and fails the test's invocation.
+    let registrar = registrar(&[&describe], &[&register, &lookup]);
+    let payload = event("RUNNING", "RUNNING", 4, "203.0.113.9");
+
+    let (summary, logs) = captured_logs(registrar.handle(&payload, &env())).await;
+
+    assert_eq!(summary.expect("registered").outcome, Outcome::Registered);
+    assert_eq!(register.num_calls(), 2);
+    let warned = warnings(&logs);
+    assert_eq!(warned.len(), 1, "{logs}");
+    assert!(warned[0].contains("203.0.113.9"), "{logs}");
+    assert!(warned[0].contains("10.0.1.5"), "{logs}");
+}
+
+#[tokio::test]
+async fn forged_family_registers_nothing() {
+    let mut other = ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5");
+    other.task_definition_arn =
+        Some("arn:aws:ecs:us-east-1:123456789012:task-definition/other:1".into());
+    other.group = Some("family:other".into());
+    let describe = describe_sequence(vec![other]);
+    let register = register_ok();
+    let registrar = registrar(&[&describe], &[&register]);
+    let payload = event("RUNNING", "RUNNING", 4, "10.0.1.5");
+
+    let (summary, logs) = captured_logs(registrar.handle(&payload, &env())).await;
+
+    assert_eq!(summary.expect("skipped").outcome, Outcome::Skipped);
+    assert_eq!(register.num_calls(), 0);
+    let warned = warnings(&logs);
+    assert_eq!(warned.len(), 1, "{logs}");
+    assert!(warned[0].contains("matches no service mapping"), "{logs}");
+}
+
+#[tokio::test]
+async fn unknown_group_name_is_permanent() {
+    let describe = describe_sequence(vec![ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5")]);
+    let register_a = register_ok();
+    let no_group = mock!(aws_sdk_elasticloadbalancingv2::Client::describe_target_groups)
+        .sequence()
+        .output(|| DescribeTargetGroupsOutput::builder().build())
+        .repeatedly()
+        .build();
+    let registrar = registrar(&[&describe], &[&register_a, &no_group]);
+
+    let err = registrar
+        .handle(&event("RUNNING", "RUNNING", 4, "10.0.1.5"), &env())
+        .await
+        .expect_err("the group web-b does not exist");
+
+    assert_eq!(err.kind(), "TargetGroupChangeRejected");
+    assert!(err.is_permanent());
+    assert_eq!(register_a.num_calls(), 1);
+    let message = err.to_string();
+    assert!(message.contains("TargetGroupNotFound"), "{message}");
+    assert!(message.contains(TG_B_NAME), "{message}");
+    assert!(message.contains("10.0.1.5:8080"), "{message}");
+    let summary = err.summary().expect("the summary is kept");
+    let failed: Vec<_> = summary
+        .changes
+        .iter()
+        .filter(|change| change.result == ChangeResult::Failed)
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0].permanent);
+    assert_eq!(failed[0].target_group, TG_B_NAME);
+}
+
+#[tokio::test]
+async fn mixed_failures_are_not_permanent() {
+    let describe = describe_sequence(vec![ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5")]);
+    let denied = mock!(aws_sdk_elasticloadbalancingv2::Client::register_targets)
+        .match_requests(|input| input.target_group_arn() == Some(TG_A))
+        .sequence()
+        .error(|| {
+            RegisterTargetsError::generic(
+                ErrorMetadata::builder()
+                    .code("TooManyTargets")
+                    .message("You have reached the maximum number of targets")
+                    .build(),
+            )
+        })
+        .repeatedly()
+        .build();
+    let throttled = mock!(aws_sdk_elasticloadbalancingv2::Client::register_targets)
+        .match_requests(|input| input.target_group_arn() == Some(TG_B))
+        .sequence()
+        .error(|| {
+            RegisterTargetsError::generic(
+                ErrorMetadata::builder()
+                    .code("Throttling")
+                    .message("Rate exceeded")
+                    .build(),
+            )
+        })
+        .repeatedly()
+        .build();
+    let lookup = lookup_b();
+    let registrar = registrar(&[&describe], &[&denied, &throttled, &lookup]);
+
+    let err = registrar
+        .handle(&event("RUNNING", "RUNNING", 4, "10.0.1.5"), &env())
+        .await
+        .expect_err("both groups fail");
+
+    // One group may still succeed on Lambda's retry, so the failure as a whole is transient.
+    assert_eq!(err.kind(), "TargetGroupChangeFailed");
+    assert!(!err.is_permanent());
+    let summary = err.summary().expect("the summary is kept");
+    assert_eq!(summary.changes.len(), 2);
+    for change in &summary.changes {
+        let expected = change.target_group == TG_A;
+        assert_eq!(change.permanent, expected, "{}", change.target_group);
+    }
 }

@@ -8,10 +8,10 @@ The launcher:
    every DescribeTasks call until it is STOPPED;
 3. runs Step Functions executions, lets their AWS SDK integrations reach ELBv2, and serves
    POST /registrar-test/target-health for scripted target health (tools/moto_extensions.py);
-4. creates a VPC (10.0.0.0/16, DNS hostnames on, which moto's RunTask requires), two subnets in
-   us-east-1a and us-east-1b, and a security group;
+4. creates a VPC (10.0.0.0/16, DNS hostnames on, which moto's RunTask requires), two /24 subnets
+   in us-east-1a and us-east-1b, a /19 subnet for tests with many tasks, and a security group;
 5. prints one JSON line to stdout:
-   {"port", "endpoint", "vpcId", "subnetIds", "securityGroupId"};
+   {"port", "endpoint", "vpcId", "subnetIds", "wideSubnetId", "securityGroupId"};
 6. serves until stdin reaches end of file, SIGTERM or SIGINT, then stops the server.
 
 The parent process keeps stdin open, so the server also stops when the parent dies. Errors go
@@ -81,10 +81,17 @@ def create_network(endpoint: str) -> dict:
     for cidr, zone in (("10.0.1.0/24", "us-east-1a"), ("10.0.2.0/24", "us-east-1b")):
         subnet = ec2.create_subnet(VpcId=vpc_id, CidrBlock=cidr, AvailabilityZone=zone)
         subnet_ids.append(subnet["Subnet"]["SubnetId"])
+    # A wide subnet for tests that run hundreds of tasks at once; each /24 above holds 251.
+    wide_subnet = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.0.32.0/19", AvailabilityZone="us-east-1a")
     group_id = ec2.create_security_group(
         GroupName="registrar-tests", Description="ECS tasks and load balancers", VpcId=vpc_id
     )["GroupId"]
-    return {"vpcId": vpc_id, "subnetIds": subnet_ids, "securityGroupId": group_id}
+    return {
+        "vpcId": vpc_id,
+        "subnetIds": subnet_ids,
+        "wideSubnetId": wide_subnet["Subnet"]["SubnetId"],
+        "securityGroupId": group_id,
+    }
 
 
 class StopRequested(Exception):

@@ -29,6 +29,24 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time allowed for one call, retries and backoff included.
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Error codes of ECS and ELBv2 that no retry can cure. Throttling, 5xx answers and
+/// time-outs are transient; so is any code not listed here.
+const PERMANENT_CODES: &[&str] = &[
+    // IAM: the function's role lacks the action.
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnauthorizedOperation",
+    // ELBv2: the group is full, gone, or rejects the target (for an IP address outside the
+    // group's VPC ELBv2 returns ValidationError).
+    "TooManyTargets",
+    "TooManyRegistrationsForTargetId",
+    "TargetGroupNotFound",
+    "ValidationError",
+    // ECS: the request names something that does not exist or is malformed.
+    "ClusterNotFoundException",
+    "InvalidParameterException",
+];
+
 /// An error returned by an AWS call, reduced to what the registrar reports and classifies.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -52,6 +70,16 @@ impl ApiError {
     /// Returns whether the service returned this error code.
     pub fn is(&self, code: &str) -> bool {
         self.code.as_deref() == Some(code)
+    }
+
+    /// Returns whether the error is permanent: the same call fails the same way until someone
+    /// changes the account, the target group or the mapping (a missing permission, a full or
+    /// missing group, a target outside the group's VPC). The SDK does not retry these, and
+    /// Lambda's retries of the invocation only repeat them.
+    pub fn is_permanent(&self) -> bool {
+        self.code
+            .as_deref()
+            .is_some_and(|code| PERMANENT_CODES.contains(&code))
     }
 
     /// Sets the code when the SDK matched the error to a modeled type but left its metadata
@@ -185,18 +213,9 @@ impl Workflows for NoWorkflows {
 /// `endpoint_url` sends every call to that address instead of AWS (the local emulator);
 /// `AWS_ENDPOINT_URL` in the environment does the same. `region` overrides the region chain.
 pub async fn load_sdk_config(endpoint_url: Option<&str>, region: Option<&str>) -> SdkConfig {
-    let retry = RetryConfig::standard()
-        .with_max_attempts(MAX_ATTEMPTS)
-        .with_initial_backoff(Duration::from_millis(200))
-        .with_max_backoff(Duration::from_secs(5));
-    let timeouts = TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(3))
-        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-        .operation_timeout(OPERATION_TIMEOUT)
-        .build();
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(retry)
-        .timeout_config(timeouts);
+        .retry_config(retry_config())
+        .timeout_config(timeout_config());
     if let Some(url) = endpoint_url {
         loader = loader.endpoint_url(url);
     }
@@ -204,6 +223,24 @@ pub async fn load_sdk_config(endpoint_url: Option<&str>, region: Option<&str>) -
         loader = loader.region(Region::new(region.to_owned()));
     }
     loader.load().await
+}
+
+/// Returns the retry settings of every client: standard mode (exponential backoff with jitter,
+/// throttling errors, 5xx answers and time-outs retried) and [`MAX_ATTEMPTS`] attempts.
+pub fn retry_config() -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(MAX_ATTEMPTS)
+        .with_initial_backoff(Duration::from_millis(200))
+        .with_max_backoff(Duration::from_secs(5))
+}
+
+/// Returns the time-outs of every client: connect, one attempt, and one call with its retries.
+pub fn timeout_config() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build()
 }
 
 /// Converts an SDK error, keeping the service's code when there is one.

@@ -7,10 +7,15 @@
 //! [`Emulator::sdk_config`] checks them. Tests in one binary share one emulator and run in
 //! parallel, so every resource gets a name from [`unique`].
 //!
+//! [`fault_proxy::FaultProxy`] puts `tools/fault_proxy.py` in front of an emulator. It replaces
+//! the response to a share of the ECS and ELBv2 calls with throttling, a 5xx status or a delay.
+//!
 //! Setup failures panic with a message that names the failed call: this is test code.
 
 // Each test binary and the demo use a different part of this module.
 #![allow(dead_code)]
+
+pub mod fault_proxy;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -57,6 +62,8 @@ pub struct Emulator {
     pub vpc_id: String,
     /// Two subnets of the VPC, in us-east-1a and us-east-1b, as an ALB needs two zones.
     pub subnet_ids: Vec<String>,
+    /// A /19 subnet of the VPC in us-east-1a, for tests that run more tasks than a /24 holds.
+    pub wide_subnet_id: String,
     /// Security group in the VPC.
     pub security_group_id: String,
     /// File that receives the launcher's stderr: moto's request log and any traceback.
@@ -141,6 +148,7 @@ impl Emulator {
             endpoint: text("endpoint"),
             vpc_id: text("vpcId"),
             subnet_ids,
+            wide_subnet_id: text("wideSubnetId"),
             security_group_id: text("securityGroupId"),
             log_path,
             stdin: Mutex::new(child.stdin.take()),
@@ -361,10 +369,32 @@ pub async fn run_task(
     task_definition: &str,
     emulator: &Emulator,
 ) -> RunningTask {
+    let mut tasks = run_tasks(
+        ecs,
+        cluster,
+        task_definition,
+        &emulator.subnet_ids,
+        &emulator.security_group_id,
+        1,
+    )
+    .await;
+    tasks.remove(0)
+}
+
+/// Runs `count` Fargate tasks (at most 10, the RunTask limit) in the given subnets with one
+/// RunTask call, and returns each task's ARN, address and container names.
+pub async fn run_tasks(
+    ecs: &EcsClient,
+    cluster: &str,
+    task_definition: &str,
+    subnet_ids: &[String],
+    security_group_id: &str,
+    count: i32,
+) -> Vec<RunningTask> {
     // moto's RunTask returns HTTP 500 if the configuration lists no security group.
     let awsvpc = AwsVpcConfiguration::builder()
-        .set_subnets(Some(emulator.subnet_ids.clone()))
-        .security_groups(&emulator.security_group_id)
+        .set_subnets(Some(subnet_ids.to_vec()))
+        .security_groups(security_group_id)
         .assign_public_ip(AssignPublicIp::Disabled)
         .build()
         .expect("the awsvpc configuration has subnets");
@@ -377,15 +407,21 @@ pub async fn run_task(
         .task_definition(task_definition)
         .launch_type(LaunchType::Fargate)
         .network_configuration(network)
+        .count(count)
         .send()
         .await
         .unwrap_or_else(|err| panic!("RunTask {task_definition} in {cluster} failed: {err:?}"));
-    let Some(task) = output.tasks().first() else {
-        panic!(
-            "RunTask {task_definition} started no task: {:?}",
-            output.failures()
-        );
-    };
+    assert_eq!(
+        output.tasks().len(),
+        usize::try_from(count).unwrap_or_default(),
+        "RunTask {task_definition} started too few tasks: {:?}",
+        output.failures()
+    );
+    output.tasks().iter().map(running_task).collect()
+}
+
+/// Reads a task's ARN, ENI address and container names from RunTask's response.
+fn running_task(task: &aws_sdk_ecs::types::Task) -> RunningTask {
     let task_arn = task.task_arn().expect("RunTask returned a task ARN");
 
     // moto calls the attachment type "ElasticNetworkInterface", as DescribeTasks does on AWS.
@@ -611,8 +647,6 @@ impl Emulator {
         port: i32,
         sequence: &[Value],
     ) {
-        use std::io::{Read, Write};
-
         let body = serde_json::json!({
             "targetGroupArn": target_group_arn,
             "targetId": target_id,
@@ -620,30 +654,49 @@ impl Emulator {
             "sequence": sequence,
         })
         .to_string();
-        let request = format!(
-            "POST /registrar-test/target-health HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.port,
-            body.len()
-        );
-
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))
-            .unwrap_or_else(|err| panic!("cannot connect to the emulator: {err}"));
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("set a read timeout");
-        stream
-            .write_all(request.as_bytes())
-            .expect("send the health script");
-        let mut response = String::new();
-        stream
-            .read_to_string(&mut response)
-            .expect("read the emulator's response");
-
-        let status = response.split_whitespace().nth(1).unwrap_or_default();
+        let (status, answer) =
+            loopback_http(self.port, "POST", "/registrar-test/target-health", &body);
         assert_eq!(
-            status, "200",
-            "the emulator rejected the health script for {target_id}:{port}: {response}"
+            status, 200,
+            "the emulator rejected the health script for {target_id}:{port}: {answer}"
         );
     }
+}
+
+/// Sends one HTTP/1.1 request with a JSON body (empty for none) to 127.0.0.1:`port` and returns
+/// the status code and the response body.
+///
+/// # Panics
+///
+/// When the connection or the exchange fails, or takes more than 10 s.
+pub fn loopback_http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|err| panic!("cannot connect to 127.0.0.1:{port}: {err}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("set a read timeout");
+    stream
+        .write_all(request.as_bytes())
+        .unwrap_or_else(|err| panic!("cannot send {method} {path}: {err}"));
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .unwrap_or_else(|err| panic!("cannot read the answer to {method} {path}: {err}"));
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in the answer to {method} {path}: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
