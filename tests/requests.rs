@@ -654,29 +654,35 @@ async fn wrong_container_name_fails_registration() {
 const NEW_TASK: &str =
     "arn:aws:ecs:us-east-1:123456789012:task/web/fedcba9876543210fedcba9876543210";
 
-#[tokio::test]
-async fn late_stop_keeps_address_a_new_task_holds() {
-    let stopped = mock!(aws_sdk_ecs::Client::describe_tasks)
+/// DescribeTasks of [`TASK`] alone, returning `task()` on every call.
+fn describe_task(task: fn() -> Task) -> Rule {
+    mock!(aws_sdk_ecs::Client::describe_tasks)
         .match_requests(|input| input.tasks() == [TASK.to_owned()])
         .sequence()
-        .output(|| {
-            DescribeTasksOutput::builder()
-                .tasks(ecs_task("STOPPED", "STOPPED", 8, "10.0.1.5"))
-                .build()
-        })
+        .output(move || DescribeTasksOutput::builder().tasks(task()).build())
         .repeatedly()
-        .build();
-    // ECS gave the stopped task's address to a new task of the same service.
-    let newcomer = mock!(aws_sdk_ecs::Client::describe_tasks)
+        .build()
+}
+
+/// DescribeTasks of [`NEW_TASK`] alone: a running task of the mapped service at `ip`.
+fn new_task_holding(ip: &'static str) -> Rule {
+    mock!(aws_sdk_ecs::Client::describe_tasks)
         .match_requests(|input| input.tasks() == [NEW_TASK.to_owned()])
         .sequence()
-        .output(|| {
-            let mut task = ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5");
+        .output(move || {
+            let mut task = ecs_task("RUNNING", "RUNNING", 4, ip);
             task.task_arn = Some(NEW_TASK.to_owned());
             DescribeTasksOutput::builder().tasks(task).build()
         })
         .repeatedly()
-        .build();
+        .build()
+}
+
+#[tokio::test]
+async fn late_stop_keeps_address_a_new_task_holds() {
+    let stopped = describe_task(|| ecs_task("STOPPED", "STOPPED", 8, "10.0.1.5"));
+    // ECS gave the stopped task's address to a new task of the same service.
+    let newcomer = new_task_holding("10.0.1.5");
     let listed = list_running(&[NEW_TASK]);
     let deregister = deregister_ok();
     let registrar = registrar(&[&stopped, &newcomer, &listed], &[&deregister]);
@@ -1183,4 +1189,26 @@ async fn task_arn_of_other_account_is_ignored() {
         summary.reason
     );
     assert_eq!(describe.num_calls(), 0);
+}
+
+/// ECS describes a task that was asked to stop before its network interface had an address,
+/// so the stop falls back on the event's address. While ECS does not report the address
+/// released, the reuse check is skipped, and the event's address is removed even though a
+/// running mapped task holds it.
+#[tokio::test]
+async fn event_address_fallback_checks_reuse() {
+    let stopping = describe_task(|| ecs_task("PROVISIONING", "STOPPED", 3, ""));
+    let holder = new_task_holding("10.0.1.99");
+    let listed = list_running(&[NEW_TASK]);
+    let deregister = deregister_ok();
+    let lookup = lookup_b();
+    let registrar = registrar(&[&stopping, &holder, &listed], &[&deregister, &lookup]);
+
+    let summary = registrar
+        .handle(&event("STOPPED", "STOPPED", 3, "10.0.1.99"), &env())
+        .await
+        .expect("the stop event is handled");
+
+    assert_eq!(deregister.num_calls(), 0);
+    assert!(summary.changes.is_empty(), "{:?}", summary.changes);
 }
