@@ -133,6 +133,22 @@ fn deregister_ok() -> Rule {
         .build()
 }
 
+/// DeregisterTargets rejecting a target that is not registered, as ELB does.
+fn deregister_not_registered() -> Rule {
+    mock!(aws_sdk_elasticloadbalancingv2::Client::deregister_targets)
+        .sequence()
+        .error(|| {
+            DeregisterTargetsError::generic(
+                ErrorMetadata::builder()
+                    .code("InvalidTarget")
+                    .message("not registered")
+                    .build(),
+            )
+        })
+        .repeatedly()
+        .build()
+}
+
 fn lookup_b() -> Rule {
     mock!(aws_sdk_elasticloadbalancingv2::Client::describe_target_groups)
         .match_requests(|input| input.names() == [TG_B_NAME.to_owned()])
@@ -469,7 +485,10 @@ async fn unknown_task_registers_nothing() {
         .repeatedly()
         .build();
     let register = register_ok();
-    let registrar = registrar(&[&missing], &[&register]);
+    let listed = list_running(&[]);
+    let not_registered = deregister_not_registered();
+    let lookup = lookup_b();
+    let registrar = registrar(&[&missing, &listed], &[&register, &not_registered, &lookup]);
     let summary = registrar
         .handle(&event("RUNNING", "RUNNING", 4, "10.0.1.5"), &env())
         .await
@@ -477,6 +496,38 @@ async fn unknown_task_registers_nothing() {
     assert_eq!(summary.outcome, Outcome::Skipped);
     assert!(summary.reason.contains("MISSING"), "{}", summary.reason);
     assert_eq!(register.num_calls(), 0);
+    // The address is removed in case an earlier attempt of the event registered it.
+    assert_eq!(not_registered.num_calls(), 2);
+}
+
+/// A retried RUNNING event whose first attempt registered the task and then failed finds the
+/// task gone from ECS: the target the first attempt left is removed.
+#[tokio::test]
+async fn unknown_task_retry_removes_its_target() {
+    let missing = mock!(aws_sdk_ecs::Client::describe_tasks)
+        .sequence()
+        .output(|| {
+            DescribeTasksOutput::builder()
+                .failures(Failure::builder().arn(TASK).reason("MISSING").build())
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let listed = list_running(&[]);
+    let deregister = deregister_ok();
+    let lookup = lookup_b();
+    let registrar = registrar(&[&missing, &listed], &[&deregister, &lookup]);
+    let summary = registrar
+        .handle(&event("RUNNING", "RUNNING", 4, "10.0.1.5"), &env())
+        .await
+        .expect("cleaned up");
+    assert_eq!(summary.outcome, Outcome::Deregistered);
+    assert!(
+        summary.reason.contains("nothing registered"),
+        "{}",
+        summary.reason
+    );
+    assert_eq!(deregister.num_calls(), 2);
 }
 
 #[tokio::test]
@@ -655,29 +706,35 @@ async fn wrong_container_name_fails_registration() {
 const NEW_TASK: &str =
     "arn:aws:ecs:us-east-1:123456789012:task/web/fedcba9876543210fedcba9876543210";
 
-#[tokio::test]
-async fn late_stop_keeps_address_a_new_task_holds() {
-    let stopped = mock!(aws_sdk_ecs::Client::describe_tasks)
+/// DescribeTasks of [`TASK`] alone, returning `task()` on every call.
+fn describe_task(task: fn() -> Task) -> Rule {
+    mock!(aws_sdk_ecs::Client::describe_tasks)
         .match_requests(|input| input.tasks() == [TASK.to_owned()])
         .sequence()
-        .output(|| {
-            DescribeTasksOutput::builder()
-                .tasks(ecs_task("STOPPED", "STOPPED", 8, "10.0.1.5"))
-                .build()
-        })
+        .output(move || DescribeTasksOutput::builder().tasks(task()).build())
         .repeatedly()
-        .build();
-    // ECS gave the stopped task's address to a new task of the same service.
-    let newcomer = mock!(aws_sdk_ecs::Client::describe_tasks)
+        .build()
+}
+
+/// DescribeTasks of [`NEW_TASK`] alone: a running task of the mapped service at `ip`.
+fn new_task_holding(ip: &'static str) -> Rule {
+    mock!(aws_sdk_ecs::Client::describe_tasks)
         .match_requests(|input| input.tasks() == [NEW_TASK.to_owned()])
         .sequence()
-        .output(|| {
-            let mut task = ecs_task("RUNNING", "RUNNING", 4, "10.0.1.5");
+        .output(move || {
+            let mut task = ecs_task("RUNNING", "RUNNING", 4, ip);
             task.task_arn = Some(NEW_TASK.to_owned());
             DescribeTasksOutput::builder().tasks(task).build()
         })
         .repeatedly()
-        .build();
+        .build()
+}
+
+#[tokio::test]
+async fn late_stop_keeps_address_a_new_task_holds() {
+    let stopped = describe_task(|| ecs_task("STOPPED", "STOPPED", 8, "10.0.1.5"));
+    // ECS gave the stopped task's address to a new task of the same service.
+    let newcomer = new_task_holding("10.0.1.5");
     let listed = list_running(&[NEW_TASK]);
     let deregister = deregister_ok();
     let registrar = registrar(&[&stopped, &newcomer, &listed], &[&deregister]);
@@ -1015,7 +1072,9 @@ async fn failed_rollback_in_shared_group_fails() {
     ]);
     let register = register_ok();
     let denied = mock!(aws_sdk_elasticloadbalancingv2::Client::deregister_targets)
-        .match_requests(|input| sent_targets(input.targets()) == [("10.0.1.5".to_owned(), 8080)])
+        .match_requests(|input| {
+            sent_targets(input.targets()).contains(&("10.0.1.5".to_owned(), 8080))
+        })
         .sequence()
         .error(|| {
             DeregisterTargetsError::generic(
@@ -1027,9 +1086,8 @@ async fn failed_rollback_in_shared_group_fails() {
         })
         .repeatedly()
         .build();
-    let other = deregister_ok();
     let lookup = lookup_b();
-    let registrar = two_port_registrar(&[&describe], &[&register, &denied, &other, &lookup]);
+    let registrar = two_port_registrar(&[&describe], &[&register, &denied, &lookup]);
 
     let err = registrar
         .handle(&event("RUNNING", "RUNNING", 4, "10.0.1.5"), &env())
@@ -1037,9 +1095,11 @@ async fn failed_rollback_in_shared_group_fails() {
         .expect_err("a target that stays registered after its task stopped is a failure");
     assert!(err.to_string().contains("rollback"), "{err}");
     let summary = err.summary().expect("summary");
-    let results: Vec<_> = summary.changes.iter().map(|c| c.result).collect();
-    assert!(results.contains(&ChangeResult::Failed), "{results:?}");
-    assert!(results.contains(&ChangeResult::RolledBack), "{results:?}");
+    // The group named by name and by ARN is one group: one change with both ports.
+    assert_eq!(summary.changes.len(), 1, "{:?}", summary.changes);
+    assert_eq!(summary.changes[0].targets.len(), 2);
+    assert_eq!(summary.changes[0].result, ChangeResult::Failed);
+    assert_eq!(register.num_calls(), 1);
 }
 
 #[tokio::test]
@@ -1241,13 +1301,22 @@ async fn forged_unknown_task_is_logged() {
         .repeatedly()
         .build();
     let register = register_ok();
-    let registrar = registrar(&[&missing], &[&register]);
+    // A running mapped task holds the forged event's address: its target must stay.
+    let holder = new_task_holding("10.0.1.5");
+    let listed = list_running(&[NEW_TASK]);
+    let deregister = deregister_ok();
+    let lookup = lookup_b();
+    let registrar = registrar(
+        &[&holder, &missing, &listed],
+        &[&register, &deregister, &lookup],
+    );
     let payload = event("RUNNING", "RUNNING", 4, "10.0.1.5");
 
     let (summary, logs) = captured_logs(registrar.handle(&payload, &env())).await;
 
     assert_eq!(summary.expect("skipped").outcome, Outcome::Skipped);
     assert_eq!(register.num_calls(), 0);
+    assert_eq!(deregister.num_calls(), 0);
     let warned = warnings(&logs);
     assert_eq!(warned.len(), 1, "{logs}");
     assert!(warned[0].contains("ECS does not know the task"), "{logs}");
@@ -1423,4 +1492,26 @@ async fn mixed_failures_are_not_permanent() {
         let expected = change.target_group == TG_A;
         assert_eq!(change.permanent, expected, "{}", change.target_group);
     }
+}
+
+/// ECS describes a task that was asked to stop before its network interface had an address,
+/// so the stop falls back on the event's address. While ECS does not report the address
+/// released, the reuse check is skipped, and the event's address is removed even though a
+/// running mapped task holds it.
+#[tokio::test]
+async fn event_address_fallback_checks_reuse() {
+    let stopping = describe_task(|| ecs_task("PROVISIONING", "STOPPED", 3, ""));
+    let holder = new_task_holding("10.0.1.99");
+    let listed = list_running(&[NEW_TASK]);
+    let deregister = deregister_ok();
+    let lookup = lookup_b();
+    let registrar = registrar(&[&stopping, &holder, &listed], &[&deregister, &lookup]);
+
+    let summary = registrar
+        .handle(&event("STOPPED", "STOPPED", 3, "10.0.1.99"), &env())
+        .await
+        .expect("the stop event is handled");
+
+    assert_eq!(deregister.num_calls(), 0);
+    assert!(summary.changes.is_empty(), "{:?}", summary.changes);
 }
