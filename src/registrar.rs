@@ -247,21 +247,41 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
         action: Lifecycle,
         services: &[&ServiceMapping],
         reason: &str,
-        mut summary: Summary,
+        summary: Summary,
     ) -> Result<Summary, Error> {
         let task = &event.task;
         if action == Lifecycle::Register {
+            // A task ECS does not know is not running. An earlier attempt of this event may
+            // have registered it before failing, so its address is cleaned up like a stop's.
             warn!(task_arn = %task.task_arn, %reason, "nothing registered: ECS does not know the task");
-            summary.outcome = Outcome::Skipped;
-            summary.reason = format!("ECS does not know the task ({reason}); nothing registered");
-            return Ok(summary);
+        } else {
+            info!(task_arn = %task.task_arn, %reason, "ECS no longer knows the task; deregistering the address the event carries");
         }
-        info!(task_arn = %task.task_arn, %reason, "ECS no longer knows the task; deregistering the address the event carries");
         // NOTE: no instance lookup here: a bridge-mode task unknown to ECS keeps its targets
         // until a sweep removes them, because its container instance may be gone too.
         let plan = decision::plan(task, services, None, Lifecycle::Deregister);
         let plan = self.keep_reused_addresses(task, plan, services).await?;
-        self.deregister(task, plan, summary).await
+        let mut summary = self.deregister(task, plan, summary).await?;
+        if action == Lifecycle::Register {
+            let removed = summary
+                .changes
+                .iter()
+                .any(|change| change.result == ChangeResult::Deregistered);
+            summary.outcome = if removed {
+                Outcome::Deregistered
+            } else {
+                Outcome::Skipped
+            };
+            summary.reason = if removed {
+                format!(
+                    "ECS does not know the task ({reason}); nothing registered, and the address \
+                     an earlier attempt registered is removed"
+                )
+            } else {
+                format!("ECS does not know the task ({reason}); nothing registered")
+            };
+        }
+        Ok(summary)
     }
 
     async fn on_described_task(
@@ -313,8 +333,11 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
                 let plan = self
                     .plan(current, cluster, &services, Lifecycle::Deregister)
                     .await?;
+                // An address taken from the event, not from ECS, is unverified: check it like
+                // a released one, so a forged or replayed stop cannot remove a live target.
+                let from_event = plan.placements.is_empty() && task.ipv4().is_some();
                 let mut plan = with_event_address(plan, task, &services);
-                if current.address_released() {
+                if current.address_released() || from_event {
                     plan = self.keep_reused_addresses(task, plan, &services).await?;
                 }
                 self.deregister(task, plan, summary).await
@@ -682,23 +705,65 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
         summary.changes = self
             .apply(task, Lifecycle::Deregister, &plan.placements)
             .await;
-        summary.outcome = Outcome::Deregistered;
-        summary.reason = if summary.changes.is_empty() {
-            "the task is stopping but has no address to deregister".into()
+        if summary.changes.is_empty() {
+            summary.outcome = Outcome::Skipped;
+            summary.reason = match summary.unplaced.first() {
+                Some(unplaced) => format!(
+                    "the task is stopping; nothing deregistered: {}",
+                    unplaced.reason
+                ),
+                None => "the task is stopping but has no address to deregister".into(),
+            };
         } else {
-            "the task is stopping; its targets are deregistered".into()
-        };
+            summary.outcome = Outcome::Deregistered;
+            summary.reason = "the task is stopping; its targets are deregistered".into();
+        }
         finish(summary, task, Lifecycle::Deregister)
     }
 
     /// Sends one call per target group, all target groups at once, and records each result.
     /// A failure in one group does not stop the others.
+    ///
+    /// Names are resolved first, so that a group one entry names by name and another by ARN
+    /// gets one call with the targets of both.
     async fn apply(&self, task: &Task, action: Lifecycle, placements: &[Placement]) -> Vec<Change> {
-        let by_group = group_placements(placements);
-        let calls = by_group.into_iter().map(|(group, (services, targets))| {
-            self.apply_group(task, action, group, services, targets)
+        let by_reference = group_placements(placements);
+        let lookups = by_reference.into_iter().map(|(group, members)| async move {
+            let arn = self.resolve(&group).await;
+            (group, members, arn)
         });
-        join_all(calls).await
+        let mut pending: Vec<(TargetGroupRef, String, Vec<String>, Vec<Target>)> = Vec::new();
+        let mut failed = Vec::new();
+        for (group, (services, targets), arn) in join_all(lookups).await {
+            let arn = match arn {
+                Ok(arn) => arn,
+                Err(err) => {
+                    failed.push(lookup_failed(task, group, action, services, targets, &err));
+                    continue;
+                }
+            };
+            match pending.iter_mut().find(|(_, known, _, _)| *known == arn) {
+                Some((_, _, known_services, known_targets)) => {
+                    for service in services {
+                        if !known_services.contains(&service) {
+                            known_services.push(service);
+                        }
+                    }
+                    for target in targets {
+                        if !known_targets.contains(&target) {
+                            known_targets.push(target);
+                        }
+                    }
+                }
+                None => pending.push((group, arn, services, targets)),
+            }
+        }
+        let calls = pending.into_iter().map(|(group, arn, services, targets)| {
+            self.apply_group(task, action, group, arn, services, targets)
+        });
+        let mut changes = join_all(calls).await;
+        changes.extend(failed);
+        changes
     }
 
     async fn apply_group(
@@ -706,12 +771,13 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
         task: &Task,
         action: Lifecycle,
         group: TargetGroupRef,
+        arn: String,
         services: Vec<String>,
         targets: Vec<Target>,
     ) -> Change {
         let mut change = Change {
             target_group: group.to_string(),
-            target_group_arn: None,
+            target_group_arn: Some(arn.clone()),
             services,
             action,
             targets,
@@ -719,17 +785,6 @@ impl<E: Ecs, L: LoadBalancing, W: Workflows> Registrar<E, L, W> {
             error: None,
             permanent: false,
         };
-        let arn = match self.resolve(&group).await {
-            Ok(arn) => arn,
-            Err(err) => {
-                let class = failure_class(&err);
-                error!(task_arn = %task.task_arn, target_group = %group, target = %list_targets(&change.targets), class, error = %err, "target group lookup failed");
-                change.permanent = err.is_permanent();
-                change.error = Some(err.message);
-                return change;
-            }
-        };
-        change.target_group_arn = Some(arn.clone());
         let listed = list_targets(&change.targets);
 
         let outcome = match action {
@@ -958,6 +1013,29 @@ fn step_name(action: Lifecycle) -> &'static str {
 fn list_targets(targets: &[Target]) -> String {
     let listed: Vec<String> = targets.iter().map(Target::to_string).collect();
     listed.join(",")
+}
+
+/// Records a target group whose name could not be resolved as a failed change.
+fn lookup_failed(
+    task: &Task,
+    group: TargetGroupRef,
+    action: Lifecycle,
+    services: Vec<String>,
+    targets: Vec<Target>,
+    err: &ApiError,
+) -> Change {
+    let class = failure_class(err);
+    error!(task_arn = %task.task_arn, target_group = %group, target = %list_targets(&targets), class, error = %err, "target group lookup failed");
+    Change {
+        target_group: group.to_string(),
+        target_group_arn: None,
+        services,
+        action,
+        targets,
+        result: ChangeResult::Failed,
+        error: Some(err.message.clone()),
+        permanent: err.is_permanent(),
+    }
 }
 
 /// Groups placements by target group, so each group gets one call with all its targets.
