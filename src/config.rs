@@ -212,7 +212,19 @@ impl Config {
         let document: Value = serde_json::from_str(text).map_err(|err| {
             ConfigError::single(format!("service mapping is not valid JSON: {err}"))
         })?;
-        Self::from_value(&document)
+        // JSON parsers keep the last of two equal keys, so a second value would be used
+        // without a word; each one is reported instead.
+        let duplicates = duplicate_keys(text);
+        match Self::from_value(&document) {
+            Ok(config) if duplicates.is_empty() => Ok(config),
+            Ok(_) => Err(ConfigError {
+                problems: duplicates,
+            }),
+            Err(mut err) => {
+                err.problems.splice(0..0, duplicates);
+                Err(err)
+            }
+        }
     }
 
     /// Validates a mapping document that is already parsed as JSON.
@@ -335,6 +347,103 @@ pub fn metrics_namespace(
             .map_err(|problem| {
                 format!("{METRICS_NAMESPACE_ENV}: {problem}; set it empty to turn metrics off")
             }),
+    }
+}
+
+/// Lists every key that appears more than once in one object of a JSON document, by path.
+fn duplicate_keys(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut reader = serde_json::Deserializer::from_str(text);
+    let scan = DuplicateScan {
+        path: String::new(),
+        found: &mut found,
+    };
+    // The text parsed as JSON already, so the scan cannot fail on syntax.
+    if serde::de::DeserializeSeed::deserialize(scan, &mut reader).is_err() {
+        return Vec::new();
+    }
+    found
+}
+
+/// One step of [`duplicate_keys`]: the value at `path`.
+struct DuplicateScan<'a> {
+    path: String,
+    found: &'a mut Vec<String>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for DuplicateScan<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, reader: D) -> Result<(), D::Error> {
+        reader.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for DuplicateScan<'_> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+        let mut index = 0;
+        loop {
+            let item = DuplicateScan {
+                path: format!("{}[{index}]", self.path),
+                found: &mut *self.found,
+            };
+            if items.next_element_seed(item)?.is_none() {
+                return Ok(());
+            }
+            index += 1;
+        }
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut entries: A) -> Result<(), A::Error> {
+        let mut seen = HashSet::new();
+        while let Some(key) = entries.next_key::<String>()? {
+            let path = if self.path.is_empty() {
+                key.clone()
+            } else {
+                format!("{}.{key}", self.path)
+            };
+            if !seen.insert(key) {
+                self.found.push(format!(
+                    "{path}: duplicate key; JSON keeps only the last value, so remove the others"
+                ));
+            }
+            let value = DuplicateScan {
+                path,
+                found: &mut *self.found,
+            };
+            entries.next_value_seed(value)?;
+        }
+        Ok(())
     }
 }
 
