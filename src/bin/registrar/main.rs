@@ -333,6 +333,20 @@ fn print_mapping(config: &Config) {
     }
 }
 
+/// Names the CLI command that does what a payload asks the function for, when the payload is
+/// an action request or a Scheduled Event (which the function answers with a full sweep).
+fn cli_command_for(payload: &serde_json::Value) -> Option<String> {
+    if let Some(action) = payload.get("action") {
+        return Some(match action.as_str() {
+            Some("status") => "status".to_owned(),
+            _ => "sweep".to_owned(),
+        });
+    }
+    let scheduled = payload.get("source").and_then(|source| source.as_str()) == Some("aws.events")
+        && payload.get("detail-type").and_then(|kind| kind.as_str()) == Some("Scheduled Event");
+    scheduled.then(|| "sweep".to_owned())
+}
+
 async fn handle_files(
     cli: &Cli,
     config: Config,
@@ -359,6 +373,14 @@ async fn handle_files(
                 continue;
             }
         };
+        if let Some(command) = cli_command_for(&payload) {
+            eprintln!(
+                "{name}: error: this payload asks the function for a sweep or a status report, \
+                 not about one task; run `registrar {command}` to do the same from here"
+            );
+            failed = true;
+            continue;
+        }
         match registrar.handle(&payload, &env).await {
             Ok(summary) => {
                 print_summary(&name.to_string(), &summary, output);
