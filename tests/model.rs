@@ -7,7 +7,9 @@
 //! pending AWS calls. Events are therefore duplicated, reordered or lost, a stop event may
 //! never come, and invocations for one task interleave at every call they make. A granted
 //! call may fail with throttling, and Lambda's retry is modelled by running the failed event
-//! again. After the history every pending call is let through, then one sweep runs.
+//! again. After the history every pending call is let through, then one sweep runs. ECS
+//! forgets a stopped task only while no invocation is in flight, as it does an hour after the
+//! stop, when every invocation that read the task and every retry of it has ended.
 //!
 //! Invariants, checked after every step:
 //! - No left-over target: each registered target is the target of a task that holds its
@@ -311,7 +313,13 @@ impl<'r> Run<'r> {
             Step::Start(family) => self.ecs_change(|world| world.start(family)),
             Step::Advance(pick) => self.ecs_change(|world| world.advance(pick)),
             Step::Stop(pick) => self.ecs_change(|world| world.stop(pick)),
-            Step::Forget(pick) => self.ecs_change(|world| world.forget(pick)),
+            // ECS forgets a stopped task about an hour after the stop. By then every
+            // invocation that could have read the task has ended, its retries included: the
+            // function times out after 600 s and the template drops events older than an hour.
+            Step::Forget(pick) if self.in_flight.is_empty() => {
+                self.ecs_change(|world| world.forget(pick))
+            }
+            Step::Forget(_) => {}
             Step::Deliver(pick) => self.deliver(pick),
             Step::Grant(pick, fail) => self.grant(pick, fail),
         }
