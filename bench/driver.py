@@ -284,7 +284,8 @@ def calls_per_event(emulator: Emulator, binary: Path) -> dict:
     # The proxy records a call before forwarding it, and the function posts its response only
     # after its last call returned, so every call falls before the response that follows it.
     proxy.close()
-    return {"cases": rows, "stoppedTargetsLeft": resources.targets(groups["a"])}
+    left = (stop_address, 8080) in resources.targets(groups["a"])
+    return {"cases": rows, "stoppedTaskTargetLeft": left}
 
 
 def sweep_scale(emulator: Emulator, binary: Path, sizes: list[int]) -> dict:
@@ -466,7 +467,8 @@ def print_calls(calls: dict) -> None:
     for row in calls["cases"]:
         sequence = ", ".join(row["sequence"]) or "none"
         print(f"| {row['case']} | {row['outcome']} | {row['calls']} | {sequence} |")
-    print(f"\ntargets left in the stopped task's group: {calls['stoppedTargetsLeft'] or 'none'}")
+    left = "still registered" if calls["stoppedTaskTargetLeft"] else "removed"
+    print(f"\nthe stopped task's target after its stop events: {left}")
 
 
 def print_sweep(sweep: dict) -> None:
