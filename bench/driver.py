@@ -41,6 +41,13 @@ def main() -> int:
     parser.add_argument("--sections", default="machine,size,cpu,cold,calls,sweep")
     parser.add_argument("--runs", type=int, help="cold start runs per function")
     parser.add_argument("--sizes", help="sweep sizes, comma-separated (default 100,1000,3000)")
+    parser.add_argument(
+        "--rust-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an extra environment variable for the Rust function's cold starts; repeatable",
+    )
     args = parser.parse_args()
     sections = set(args.sections.split(","))
     runs = args.runs or (10 if args.quick else 30)
@@ -63,7 +70,8 @@ def main() -> int:
         emulator = Emulator(OUT / "moto.log")
         try:
             if "cold" in sections:
-                results["cold"] = cold_start(emulator, binary, runs)
+                extra = dict(entry.partition("=")[::2] for entry in args.rust_env)
+                results["cold"] = cold_start(emulator, binary, runs, extra)
                 print_cold(results["cold"])
             if "calls" in sections:
                 results["calls"] = calls_per_event(emulator, binary)
@@ -117,8 +125,12 @@ def load_average() -> list[str]:
     return Path("/proc/loadavg").read_text().split()[:3]
 
 
-def cold_start(emulator: Emulator, binary: Path, runs: int) -> dict:
-    """Start each function `runs` times, alternating, for one RUNNING event each."""
+def cold_start(emulator: Emulator, binary: Path, runs: int, rust_extra: dict) -> dict:
+    """Start each function `runs` times, alternating, for one RUNNING event each.
+
+    `rust_extra` adds environment variables to the Rust function's, for experiments such as
+    another certificate location.
+    """
     resources = Resources(emulator)
     cluster = resources.cluster("bench-cold")
     definition = resources.task_definition("bench-cold-web")
@@ -139,7 +151,7 @@ def cold_start(emulator: Emulator, binary: Path, runs: int) -> dict:
     }
 
     rust_env = harness.function_environment(
-        emulator.endpoint, {"REGISTRAR_CONFIG": json.dumps(mapping)}
+        emulator.endpoint, {"REGISTRAR_CONFIG": json.dumps(mapping), **rust_extra}
     )
     # Bytecode goes to target/bench, not into bench/python_function. It is kept from one run
     # to the next, as the compiled boto3 in a Lambda Python runtime is.
