@@ -316,9 +316,9 @@ def sweep_scale(emulator: Emulator, binary: Path, sizes: list[int]) -> dict:
     for size in sizes:
         started = time.perf_counter()
         for index, family in enumerate(families):
-            wanted = size // 3 + (1 if index < size % 3 else 0)
-            resources.run_tasks(cluster, definitions[family], wanted - running[family])
-            running[family] = wanted
+            expected = size // 3 + (1 if index < size % 3 else 0)
+            resources.run_tasks(cluster, definitions[family], expected - running[family])
+            running[family] = expected
         setup_seconds = time.perf_counter() - started
         groups = {
             name: resources.target_group(f"sweep-{size}-{name}") for name in ("a", "b", "c1", "c2")
