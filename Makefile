@@ -23,7 +23,7 @@ DEPLOY_PATH := PATH="$(CURDIR)/$(DEPLOY_VENV)/bin:$$PATH"
 # needs the Rust target aarch64-unknown-linux-gnu (`rustup target add aarch64-unknown-linux-gnu`).
 ARCH ?= arm64
 
-.PHONY: demo test lint lint-asl deny fmt check venv build sam-build validate deploy clean fuzz
+.PHONY: demo test lint lint-asl deny fmt check venv build sam-build validate deploy clean fuzz bench bench-quick
 
 ## demo: run the registrar against the local emulator: register a running task, deregister it.
 demo: $(STAMP)
@@ -125,6 +125,48 @@ deploy: $(DEPLOY_STAMP)
 			--parameter-overrides Architecture=$(ARCH); \
 	fi
 
+# The benchmarks' own tools (cargo-lambda, ziglang, awslambdaric, boto3), kept apart from the
+# test venv. See BENCHMARKS.md for what `make bench` measures.
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+LAMBDA_DIR := target/lambda/ecs-target-registrar
+ARM64_DIR := target/lambda-arm64
+# Extra arguments of bench/driver.py, for example `--sections cold --runs 100`.
+BENCH_ARGS ?=
+CRITERION_ARGS ?= --warm-up-time 1 --measurement-time 3
+
+## bench: release build, handler CPU (criterion), then cold start, memory, API calls and sweep
+## scale against the local emulator; tables on stdout and in target/bench/results.json.
+bench: $(STAMP) $(BENCH_STAMP)
+	$(MAKE) --no-print-directory bench-run CRITERION_ARGS="$(CRITERION_ARGS)" BENCH_ARGS="$(BENCH_ARGS)"
+
+## bench-quick: the same with fewer runs and sweeps of 100 and 1,000 tasks, as a smoke test.
+bench-quick: $(STAMP) $(BENCH_STAMP)
+	$(MAKE) --no-print-directory bench-run CRITERION_ARGS="--quick" BENCH_ARGS="--quick $(BENCH_ARGS)"
+
+# cargo-lambda finds Zig through `python3 -m ziglang`, so the bench venv goes first on PATH.
+# arm64 is built only when rustup already has the aarch64 standard library: fetching it is not
+# part of this target.
+bench-run:
+	PATH="$(CURDIR)/$(BENCH_VENV)/bin:$$PATH" nice -n 10 cargo lambda build --release \
+		--bin ecs-target-registrar --output-format zip
+	if rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then \
+		PATH="$(CURDIR)/$(BENCH_VENV)/bin:$$PATH" nice -n 10 cargo lambda build --release \
+			--arm64 --bin ecs-target-registrar --output-format zip --lambda-dir $(ARM64_DIR); \
+	else \
+		echo "arm64: skipped, rustup has no aarch64-unknown-linux-gnu standard library"; \
+	fi
+	$(LOCAL) nice -n 10 cargo bench --bench handler -- $(CRITERION_ARGS)
+	$(LOCAL) nice -n 10 $(BENCH_VENV)/bin/python bench/driver.py \
+		--binary $(LAMBDA_DIR)/bootstrap \
+		--zip x86_64=$(LAMBDA_DIR)/bootstrap.zip \
+		--zip arm64=$(ARM64_DIR)/ecs-target-registrar/bootstrap.zip $(BENCH_ARGS)
+
+$(BENCH_STAMP): bench/requirements.txt
+	python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	touch $(BENCH_STAMP)
+
 clean:
 	cargo clean
-	rm -rf $(VENV) $(DEPLOY_VENV) .aws-sam
+	rm -rf $(VENV) $(DEPLOY_VENV) $(BENCH_VENV) .aws-sam

@@ -1,13 +1,13 @@
 //! Parsing of what the function is invoked with.
 //!
-//! The envelope is `aws_lambda_events`' generic [`EventBridgeEvent`]; only the `detail` of an
-//! "ECS Task State Change" from `aws.ecs` is typed here, and only with the fields the registrar
-//! reads. Unknown fields are ignored and every field that ECS leaves out in some events is
-//! optional, so a new ECS release does not break parsing. This module decides nothing.
+//! The envelope is `aws_lambda_events`' generic [`EventBridgeEvent`]. Only the `detail` of an
+//! "ECS Task State Change" from `aws.ecs` is read here, and only the fields the registrar uses.
+//! Unknown fields are ignored and every field that ECS leaves out in some events is optional,
+//! so a new ECS release does not break parsing. This module decides nothing.
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer};
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::task::{Container, PortBinding, Task};
@@ -76,7 +76,7 @@ pub fn parse(payload: &Value) -> Result<Invocation, PayloadError> {
             json_kind(payload)
         )));
     }
-    let envelope: EventBridgeEvent<Value> = serde_path_to_error::deserialize(payload)
+    let envelope: EventBridgeEvent<SkippedDetail> = serde_path_to_error::deserialize(payload)
         .map_err(|err| PayloadError::NotEventBridge(describe_error("", &err)))?;
 
     if envelope.source != ECS_SOURCE || envelope.detail_type != TASK_STATE_CHANGE {
@@ -86,13 +86,15 @@ pub fn parse(payload: &Value) -> Result<Invocation, PayloadError> {
         });
     }
 
-    if !envelope.detail.is_object() {
+    // The envelope read above has a `detail`, so the payload has one.
+    let detail = payload.get("detail").unwrap_or(&Value::Null);
+    if !detail.is_object() {
         return Err(PayloadError::InvalidDetail(format!(
             "detail: expected a JSON object, got {}",
-            json_kind(&envelope.detail)
+            json_kind(detail)
         )));
     }
-    let detail: TaskDetail = serde_path_to_error::deserialize(&envelope.detail)
+    let required: RequiredDetail = serde_path_to_error::deserialize(detail)
         .map_err(|err| PayloadError::InvalidDetail(describe_error("detail", &err)))?;
     let time = envelope.time.map(|time| time.to_rfc3339());
     Ok(Invocation::TaskStateChange(Box::new(TaskEvent {
@@ -100,7 +102,7 @@ pub fn parse(payload: &Value) -> Result<Invocation, PayloadError> {
         account: envelope.account,
         region: envelope.region,
         time,
-        task: detail.into_task(),
+        task: task_from_detail(required, detail),
     })))
 }
 
@@ -148,185 +150,108 @@ fn json_kind(value: &Value) -> &'static str {
     }
 }
 
-/// Reads an optional field, taking a value of the wrong type as missing: the event is only a
-/// trigger, so a malformed field that the registrar can do without must not fail it.
-fn lenient<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: DeserializeOwned,
-{
-    let value = Value::deserialize(deserializer)?;
-    Ok(T::deserialize(value).ok())
+/// The envelope's `detail` while the envelope is read. serde checks that the field is there
+/// and skips its contents, so the detail is not copied; [`parse`] reads it by reference.
+#[derive(Debug, Serialize)]
+struct SkippedDetail;
+
+impl<'de> Deserialize<'de> for SkippedDetail {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        IgnoredAny::deserialize(deserializer).map(|_| SkippedDetail)
+    }
 }
 
-/// Reads an optional list, keeping the elements that parse and dropping the others.
-fn lenient_list<'de, D, T>(deserializer: D) -> Result<Option<Vec<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: DeserializeOwned,
-{
-    let Value::Array(items) = Value::deserialize(deserializer)? else {
-        return Ok(None);
-    };
-    Ok(Some(
-        items
-            .into_iter()
-            .filter_map(|item| T::deserialize(item).ok())
-            .collect(),
-    ))
-}
-
-/// Reads the task version, as a number or a numeric string.
-fn lenient_version<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
-    Ok(match Value::deserialize(deserializer)? {
-        Value::Number(number) => number.as_i64(),
-        Value::String(text) => text.trim().parse().ok(),
-        _ => None,
-    })
-}
-
-/// The `detail` of an ECS Task State Change, as far as the registrar reads it.
+/// The fields of an ECS Task State Change `detail` that every event has and the registrar
+/// cannot do without. serde names a missing or mistyped one; other fields are skipped.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct TaskDetail {
+struct RequiredDetail {
     task_arn: String,
     cluster_arn: String,
     last_status: String,
     desired_status: String,
-    #[serde(default, deserialize_with = "lenient_version")]
-    version: Option<i64>,
-    #[serde(default, deserialize_with = "lenient")]
-    task_definition_arn: Option<String>,
-    #[serde(default, deserialize_with = "lenient")]
-    group: Option<String>,
-    #[serde(default, deserialize_with = "lenient")]
-    launch_type: Option<String>,
-    #[serde(default, deserialize_with = "lenient")]
-    container_instance_arn: Option<String>,
-    #[serde(default, deserialize_with = "lenient")]
-    stop_code: Option<String>,
-    #[serde(default, deserialize_with = "lenient")]
-    stopped_reason: Option<String>,
-    #[serde(default, deserialize_with = "lenient")]
-    updated_at: Option<String>,
-    #[serde(default, deserialize_with = "lenient_list")]
-    attachments: Option<Vec<Attachment>>,
-    #[serde(default, deserialize_with = "lenient_list")]
-    containers: Option<Vec<ContainerDetail>>,
 }
 
-/// One entry of `detail.attachments`; `details` is a list of name/value pairs, not a map.
-#[derive(Debug, Deserialize)]
-struct Attachment {
-    #[serde(default, rename = "type", deserialize_with = "lenient")]
-    kind: Option<String>,
-    #[serde(default, deserialize_with = "lenient_list")]
-    details: Option<Vec<NameValue>>,
+// The optional fields are read from the detail by reference, taking a value of the wrong type
+// as missing: the event is only a trigger, so a malformed field that the registrar can do
+// without must not fail it. Reading them through serde would copy each subtree into a new
+// `Value` first, which made parsing most of the handler's CPU time per event.
+
+/// Returns the string at `key`, or `None` when it is missing or not a string.
+fn optional_string(object: &Value, key: &str) -> Option<String> {
+    object.get(key).and_then(Value::as_str).map(str::to_owned)
 }
 
-#[derive(Debug, Deserialize)]
-struct NameValue {
-    #[serde(default, deserialize_with = "lenient")]
-    name: Option<String>,
-    #[serde(default, deserialize_with = "lenient")]
-    value: Option<String>,
+/// Returns the objects of the list at `key`, skipping elements that are not objects; empty
+/// when the list is missing or not a list.
+fn objects<'a>(object: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
+    object
+        .get(key)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|element| element.is_object())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ContainerDetail {
-    #[serde(default, deserialize_with = "lenient")]
-    name: Option<String>,
-    #[serde(default, deserialize_with = "lenient_list")]
-    network_bindings: Option<Vec<NetworkBinding>>,
-    #[serde(default, deserialize_with = "lenient_list")]
-    network_interfaces: Option<Vec<NetworkInterface>>,
-}
-
-/// A bridge or host mode port mapping. Ports are read as wide integers so that a value out of
-/// the port range drops the binding instead of failing the whole event.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct NetworkBinding {
-    #[serde(default, deserialize_with = "lenient")]
-    container_port: Option<i64>,
-    #[serde(default, deserialize_with = "lenient")]
-    host_port: Option<i64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct NetworkInterface {
-    #[serde(default, deserialize_with = "lenient")]
-    private_ipv4_address: Option<String>,
-}
-
-impl TaskDetail {
-    fn into_task(self) -> Task {
-        let eni_ipv4 = self
-            .attachments
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .filter(|attachment| is_eni_attachment(attachment.kind.as_deref()))
-            .find_map(|attachment| {
-                detail_value(
-                    attachment.details.as_deref().unwrap_or_default(),
-                    "privateIPv4Address",
-                )
-            });
-        let containers = self
-            .containers
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(ContainerDetail::into_container)
-            .collect();
-        Task {
-            task_arn: self.task_arn,
-            cluster_arn: self.cluster_arn,
-            last_status: self.last_status,
-            desired_status: self.desired_status,
-            version: self.version,
-            task_definition_arn: self.task_definition_arn,
-            group: self.group,
-            launch_type: self.launch_type,
-            container_instance_arn: self.container_instance_arn,
-            stop_code: self.stop_code,
-            stopped_reason: self.stopped_reason,
-            updated_at: self.updated_at,
-            eni_ipv4,
-            containers,
-        }
+/// Returns the task version, given as a number or a numeric string.
+fn task_version(detail: &Value) -> Option<i64> {
+    match detail.get("version")? {
+        Value::Number(number) => number.as_i64(),
+        Value::String(text) => text.trim().parse().ok(),
+        _ => None,
     }
 }
 
-impl ContainerDetail {
-    fn into_container(self) -> Option<Container> {
-        let name = self.name?;
-        let bindings = self
-            .network_bindings
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|binding| {
-                let container_port = u16::try_from(binding.container_port?).ok()?;
-                let host_port = u16::try_from(binding.host_port?).ok()?;
-                Some(PortBinding {
-                    container_port,
-                    host_port,
-                })
+/// Builds the task from the required fields and the optional ones in `detail`.
+fn task_from_detail(required: RequiredDetail, detail: &Value) -> Task {
+    let eni_ipv4 = objects(detail, "attachments")
+        .filter(|attachment| is_eni_attachment(attachment.get("type").and_then(Value::as_str)))
+        .find_map(|attachment| detail_value(attachment, "privateIPv4Address"));
+    let containers = objects(detail, "containers")
+        .filter_map(container_from_detail)
+        .collect();
+    Task {
+        task_arn: required.task_arn,
+        cluster_arn: required.cluster_arn,
+        last_status: required.last_status,
+        desired_status: required.desired_status,
+        version: task_version(detail),
+        task_definition_arn: optional_string(detail, "taskDefinitionArn"),
+        group: optional_string(detail, "group"),
+        launch_type: optional_string(detail, "launchType"),
+        container_instance_arn: optional_string(detail, "containerInstanceArn"),
+        stop_code: optional_string(detail, "stopCode"),
+        stopped_reason: optional_string(detail, "stoppedReason"),
+        updated_at: optional_string(detail, "updatedAt"),
+        eni_ipv4,
+        containers,
+    }
+}
+
+/// Builds a container from one element of `detail.containers`; `None` without a name.
+///
+/// Ports are read as wide integers, so that a value out of the port range drops its binding
+/// instead of failing the whole event.
+fn container_from_detail(container: &Value) -> Option<Container> {
+    let name = optional_string(container, "name")?;
+    let bindings = objects(container, "networkBindings")
+        .filter_map(|binding| {
+            let port = |key: &str| binding.get(key).and_then(Value::as_i64);
+            Some(PortBinding {
+                container_port: u16::try_from(port("containerPort")?).ok()?,
+                host_port: u16::try_from(port("hostPort")?).ok()?,
             })
-            .collect();
-        let ipv4 = self
-            .network_interfaces
-            .unwrap_or_default()
-            .into_iter()
-            .find_map(|interface| interface.private_ipv4_address.filter(|ip| !ip.is_empty()));
-        Some(Container {
-            name,
-            ipv4,
-            bindings,
         })
-    }
+        .collect();
+    let ipv4 = objects(container, "networkInterfaces").find_map(|interface| {
+        optional_string(interface, "privateIpv4Address").filter(|ip| !ip.is_empty())
+    });
+    Some(Container {
+        name,
+        ipv4,
+        bindings,
+    })
 }
 
 /// Returns whether an attachment type names the task's network interface. Events say `eni`; the
@@ -335,11 +260,12 @@ pub fn is_eni_attachment(kind: Option<&str>) -> bool {
     matches!(kind, Some(kind) if kind.eq_ignore_ascii_case("eni") || kind == "ElasticNetworkInterface")
 }
 
-fn detail_value(details: &[NameValue], wanted: &str) -> Option<String> {
-    details
-        .iter()
-        .find(|pair| pair.name.as_deref() == Some(wanted))
-        .and_then(|pair| pair.value.clone())
+/// Returns the value of the first `{name, value}` pair named `wanted` in an attachment's
+/// `details` list; `None` when that pair has no value or an empty one.
+fn detail_value(attachment: &Value, wanted: &str) -> Option<String> {
+    objects(attachment, "details")
+        .find(|pair| pair.get("name").and_then(Value::as_str) == Some(wanted))
+        .and_then(|pair| optional_string(pair, "value"))
         .filter(|value| !value.is_empty())
 }
 
