@@ -108,7 +108,7 @@ async fn group_named_twice_changes_once() {
 }
 
 /// A stop event for a task that ECS does not know, carrying the address of a running mapped
-/// task, changes nothing, and the summary says `skipped` with the reason the target stays.
+/// task, changes nothing, and the summary reports `skipped` with the reason the target stays.
 #[tokio::test]
 async fn kept_address_reports_skipped() {
     let fixture = Fixture::new().await;

@@ -333,7 +333,7 @@ fn print_mapping(config: &Config) {
     }
 }
 
-/// Names the CLI command that does what a payload asks the function for, when the payload is
+/// Names the CLI command that does what a payload requests of the function, when the payload is
 /// an action request or a Scheduled Event (which the function answers with a full sweep).
 fn cli_command_for(payload: &serde_json::Value) -> Option<String> {
     if let Some(action) = payload.get("action") {
