@@ -133,6 +133,20 @@ fn deregister_ok() -> Rule {
         .build()
 }
 
+/// DescribeTasks reporting the task as MISSING, as ECS does for a task it no longer describes.
+fn describe_missing() -> Rule {
+    mock!(aws_sdk_ecs::Client::describe_tasks)
+        .match_requests(|input| input.tasks() == [TASK.to_owned()])
+        .sequence()
+        .output(|| {
+            DescribeTasksOutput::builder()
+                .failures(Failure::builder().arn(TASK).reason("MISSING").build())
+                .build()
+        })
+        .repeatedly()
+        .build()
+}
+
 /// DeregisterTargets rejecting a target that is not registered, as ELB does.
 fn deregister_not_registered() -> Rule {
     mock!(aws_sdk_elasticloadbalancingv2::Client::deregister_targets)
@@ -475,15 +489,7 @@ async fn forged_running_event_for_stopped_task_registers_nothing() {
 
 #[tokio::test]
 async fn unknown_task_registers_nothing() {
-    let missing = mock!(aws_sdk_ecs::Client::describe_tasks)
-        .sequence()
-        .output(|| {
-            DescribeTasksOutput::builder()
-                .failures(Failure::builder().arn(TASK).reason("MISSING").build())
-                .build()
-        })
-        .repeatedly()
-        .build();
+    let missing = describe_missing();
     let register = register_ok();
     let listed = list_running(&[]);
     let not_registered = deregister_not_registered();
@@ -504,15 +510,7 @@ async fn unknown_task_registers_nothing() {
 /// task gone from ECS: the target the first attempt left is removed.
 #[tokio::test]
 async fn unknown_task_retry_removes_its_target() {
-    let missing = mock!(aws_sdk_ecs::Client::describe_tasks)
-        .sequence()
-        .output(|| {
-            DescribeTasksOutput::builder()
-                .failures(Failure::builder().arn(TASK).reason("MISSING").build())
-                .build()
-        })
-        .repeatedly()
-        .build();
+    let missing = describe_missing();
     let listed = list_running(&[]);
     let deregister = deregister_ok();
     let lookup = lookup_b();
@@ -532,15 +530,7 @@ async fn unknown_task_retry_removes_its_target() {
 
 #[tokio::test]
 async fn stop_of_task_ecs_forgot_uses_event_address() {
-    let missing = mock!(aws_sdk_ecs::Client::describe_tasks)
-        .sequence()
-        .output(|| {
-            DescribeTasksOutput::builder()
-                .failures(Failure::builder().arn(TASK).reason("MISSING").build())
-                .build()
-        })
-        .repeatedly()
-        .build();
+    let missing = describe_missing();
     let deregister = mock!(aws_sdk_elasticloadbalancingv2::Client::deregister_targets)
         .match_requests(|input| sent_targets(input.targets()) == [("10.0.7.7".to_owned(), 8080)])
         .sequence()
@@ -1291,15 +1281,7 @@ fn warnings(logs: &str) -> Vec<&str> {
 
 #[tokio::test]
 async fn forged_unknown_task_is_logged() {
-    let missing = mock!(aws_sdk_ecs::Client::describe_tasks)
-        .sequence()
-        .output(|| {
-            DescribeTasksOutput::builder()
-                .failures(Failure::builder().arn(TASK).reason("MISSING").build())
-                .build()
-        })
-        .repeatedly()
-        .build();
+    let missing = describe_missing();
     let register = register_ok();
     // A running mapped task holds the forged event's address: its target must stay.
     let holder = new_task_holding("10.0.1.5");
