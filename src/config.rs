@@ -358,7 +358,8 @@ fn duplicate_keys(text: &str) -> Vec<String> {
         path: String::new(),
         found: &mut found,
     };
-    // The text parsed as JSON already, so the scan cannot fail on syntax.
+    // The caller parsed the text as JSON first, so a syntax error here is not expected; the
+    // scan then reports no duplicates and the parse error stands on its own.
     if serde::de::DeserializeSeed::deserialize(scan, &mut reader).is_err() {
         return Vec::new();
     }

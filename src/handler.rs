@@ -81,7 +81,7 @@ pub async fn function_handler<E: Ecs, L: LoadBalancing, W: Workflows>(
     result.map(|response| response.to_json())
 }
 
-/// What an invocation answers, before it becomes JSON.
+/// The response of an invocation, before it becomes JSON.
 #[derive(Debug)]
 pub enum Response {
     /// The summary of one task event.
@@ -93,7 +93,7 @@ pub enum Response {
 }
 
 impl Response {
-    /// The JSON the invoker receives.
+    /// Converts the response to the JSON the invoker receives.
     pub fn to_json(&self) -> Value {
         match self {
             Response::Event(summary) => to_json(summary),
@@ -109,9 +109,9 @@ impl Response {
     }
 }
 
-/// The metrics of one invocation: from the summary of an event, the report of a sweep, or the
-/// class of the error (with the summary an error carries, since its successful changes
-/// happened).
+/// Builds the metrics of one invocation from the summary of an event, the report of a sweep,
+/// or the class of the error. An error's summary counts too, because its successful changes
+/// happened.
 pub fn invocation_records(
     payload: &Value,
     result: &Result<Response, Error>,

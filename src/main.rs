@@ -18,7 +18,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let (mapping, health) = config::load(|name| std::env::var(name).ok())
         .inspect_err(|err| tracing::error!(error = %err, "invalid configuration"))?;
 
-    // Checked by config::load above, so this cannot fail here.
+    // config::load has checked this variable already, so `?` only passes on what it reported.
     let namespace = config::metrics_namespace(|name| std::env::var(name).ok())?;
     let metrics = namespace.clone().map(Metrics::stdout);
 

@@ -1,9 +1,9 @@
 //! CloudWatch metrics in Embedded Metric Format (EMF).
 //!
 //! The function prints one JSON document per dimension set to stdout. Lambda passes the line to
-//! CloudWatch Logs as it is (with the log format JSON as well as Text), and CloudWatch Logs turns
-//! the values named under `_aws.CloudWatchMetrics` into metrics, with no API call from the
-//! function and no permission beyond writing its log.
+//! CloudWatch Logs unchanged, with the log format JSON as well as Text. CloudWatch Logs then
+//! turns the values named under `_aws.CloudWatchMetrics` into metrics, so the function makes no
+//! API call and needs no permission beyond writing its log.
 //!
 //! What is recorded, per invocation:
 //!
@@ -138,7 +138,7 @@ impl Metrics {
         }
     }
 
-    /// The namespace the documents name.
+    /// Returns the namespace the documents name.
     pub fn namespace(&self) -> &str {
         &self.namespace
     }
@@ -195,8 +195,8 @@ pub fn document(namespace: &str, timestamp_millis: u64, record: &Record) -> Valu
     Value::Object(root)
 }
 
-/// The records for one event's summary. `latency` is the time from the event's timestamp to
-/// now, when the event had one.
+/// Builds the records for one event's summary. `latency` is the time from the event's
+/// timestamp to now, when the event had one.
 pub fn summary_records(summary: &Summary, latency: Option<Duration>) -> Vec<Record> {
     let mut records: Vec<Record> = Vec::new();
     if summary.outcome == Outcome::Ignored {
@@ -250,15 +250,15 @@ pub fn summary_records(summary: &Summary, latency: Option<Duration>) -> Vec<Reco
     records
 }
 
-/// The record for a failed invocation, by the error's class.
+/// Builds the record for a failed invocation, by the error's class.
 pub fn failure_record(error_class: &str) -> Record {
     let mut record = Record::new(vec![("ErrorClass", error_class.to_owned())]);
     record.add("Failures", Unit::Count, 1.0);
     record
 }
 
-/// The records for a sweep that changed target groups. A dry run changes nothing and records
-/// nothing.
+/// Builds the records for a sweep that changed target groups. A dry run changes nothing and
+/// records nothing.
 pub fn sweep_records(report: &SweepReport) -> Vec<Record> {
     if report.dry_run {
         return Vec::new();
@@ -291,8 +291,8 @@ pub fn sweep_records(report: &SweepReport) -> Vec<Record> {
     records
 }
 
-/// The time from an event's RFC 3339 `time` to `now`; `None` when the event has no readable
-/// time or the time lies ahead of `now` (a skewed clock).
+/// Returns the time from an event's RFC 3339 `time` to `now`. It is `None` when the event has
+/// no readable time, or when the time lies ahead of `now` because a clock is skewed.
 pub fn event_age(payload: &Value, now: SystemTime) -> Option<Duration> {
     let time = payload.get("time")?.as_str()?;
     let parsed = chrono::DateTime::parse_from_rfc3339(time).ok()?;
@@ -301,8 +301,8 @@ pub fn event_age(payload: &Value, now: SystemTime) -> Option<Duration> {
     now.duration_since(event).ok()
 }
 
-/// The short name of a target group: `NAME` from `arn:...:targetgroup/NAME/ID`, or the
-/// reference unchanged when it is a name already.
+/// Returns the short name of a target group: `NAME` from `arn:...:targetgroup/NAME/ID`, or
+/// the reference unchanged when it is a name already.
 pub fn group_name(reference: &str) -> String {
     reference
         .split_once(":targetgroup/")
@@ -373,7 +373,7 @@ mod tests {
     }
 
     #[test]
-    fn a_document_follows_the_embedded_metric_format() {
+    fn document_follows_embedded_metric_format() {
         let mut record = Record::new(vec![
             ("Service", "auth".into()),
             ("TargetGroup", "auth-tg".into()),
@@ -423,7 +423,7 @@ mod tests {
     }
 
     #[test]
-    fn a_registration_counts_targets_per_service_and_group_with_its_latency() {
+    fn registration_counts_targets_and_latency() {
         let mut summary = Summary::new(Outcome::Registered, "registered");
         summary.changes = vec![change(ChangeResult::Registered, &["auth", "auth-admin"], 2)];
         let records = summary_records(&summary, Some(Duration::from_millis(2500)));
@@ -495,7 +495,7 @@ mod tests {
     }
 
     #[test]
-    fn an_ignored_event_is_counted_without_dimensions() {
+    fn ignored_event_has_no_dimensions() {
         let summary = Summary::new(Outcome::Ignored, "not mapped");
         let records = summary_records(&summary, None);
         assert_eq!(records.len(), 1);
@@ -509,7 +509,7 @@ mod tests {
     }
 
     #[test]
-    fn a_waiting_event_records_nothing() {
+    fn waiting_event_records_nothing() {
         let summary = Summary::new(Outcome::Waiting, "pending");
         assert!(summary_records(&summary, None).is_empty());
     }
@@ -525,7 +525,7 @@ mod tests {
     }
 
     #[test]
-    fn the_event_age_comes_from_its_time() {
+    fn event_age_comes_from_time() {
         let now = UNIX_EPOCH + Duration::from_secs(1_767_225_610);
         let payload = json!({"time": "2026-01-01T00:00:00Z"});
         assert_eq!(event_age(&payload, now), Some(Duration::from_secs(10)));

@@ -1104,7 +1104,7 @@ fn foreign_origin(event: &TaskEvent, env: &Environment) -> Option<String> {
     None
 }
 
-/// What one health-wait execution is about.
+/// The subject of one health-wait execution: the task, its service and target group.
 struct HealthWait<'a> {
     state_machine: &'a str,
     task_arn: &'a str,

@@ -5,7 +5,7 @@
 //! pattern to the rule's targets. So the test creates the rule with the template's pattern and
 //! an SQS queue as its target, sends every ECS fixture in `events/` plus events the rule must
 //! not take (another source, another cluster), and reads back which ones arrived. Each event
-//! carries its name in `resources`, so the queue's messages say which fixture they were.
+//! carries its name in `resources`, so each queue message names the fixture it came from.
 
 mod support;
 
@@ -24,7 +24,7 @@ const ACCOUNT: &str = "123456789012";
 /// An account the function does not run in.
 const OTHER_ACCOUNT: &str = "111122223333";
 
-/// A cluster the function is not told to watch.
+/// A cluster missing from the function's watched clusters.
 const OTHER_CLUSTER: &str = "arn:aws:ecs:us-west-2:123456789012:cluster/not-watched";
 
 /// Fixtures whose events the function acts on, so the rule must pass them.
@@ -37,7 +37,7 @@ const MUST_REACH: &[&str] = &[
     "fargate-stopped.json",
 ];
 
-/// Fixtures the function would only answer with "waiting" or "ignored".
+/// Fixtures the function would only report as "waiting" or "ignored".
 const MUST_NOT_REACH: &[&str] = &[
     "fargate-pending.json",
     "fargate-provisioning.json",
@@ -53,7 +53,7 @@ struct Probe {
     event: Value,
 }
 
-/// The rule's `EventPattern` from `template.yaml`, with its `!Ref`s resolved: `ClusterArns` to
+/// Reads the rule's `EventPattern` from `template.yaml`, with its `!Ref`s resolved: `ClusterArns` to
 /// `clusters`, `AWS::AccountId` to `account`.
 fn template_pattern(clusters: &[String], account: &str) -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml");
@@ -109,7 +109,7 @@ fn resolve_ref(tagged: TaggedValue, clusters: &[String], account: &str) -> Value
     }
 }
 
-/// The ECS and EventBridge fixtures in `events/`, by file name. Hand-made action requests
+/// Loads the ECS and EventBridge fixtures in `events/`, by file name. Hand-made action requests
 /// (no `source`) are not events and are left out.
 fn fixtures() -> Vec<Probe> {
     let directory = concat!(env!("CARGO_MANIFEST_DIR"), "/events");
@@ -194,7 +194,7 @@ async fn put(events: &EventsClient, probes: &[Probe]) {
     }
 }
 
-/// The names of the probes that reached the queue.
+/// Returns the names of the probes that reached the queue.
 async fn arrived(sqs: &SqsClient, queue_url: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     loop {
@@ -225,7 +225,7 @@ fn names(list: &[&str]) -> BTreeSet<String> {
 }
 
 #[tokio::test]
-async fn rule_passes_exactly_the_events_the_function_acts_on() {
+async fn rule_passes_only_acted_on_events() {
     let emulator = Emulator::shared();
     let sdk = emulator.sdk_config();
     let events = EventsClient::new(&sdk);
@@ -267,11 +267,12 @@ async fn rule_passes_exactly_the_events_the_function_acts_on() {
         event: other_source,
     });
 
-    let here = rule_to_queue(&events, &sqs, &template_pattern(&clusters, ACCOUNT)).await;
+    let own_account = rule_to_queue(&events, &sqs, &template_pattern(&clusters, ACCOUNT)).await;
     // The same pattern deployed for another account: events of this account must not match.
-    let elsewhere = rule_to_queue(&events, &sqs, &template_pattern(&clusters, OTHER_ACCOUNT)).await;
+    let other_account =
+        rule_to_queue(&events, &sqs, &template_pattern(&clusters, OTHER_ACCOUNT)).await;
     put(&events, &probes).await;
 
-    assert_eq!(arrived(&sqs, &here).await, names(MUST_REACH));
-    assert_eq!(arrived(&sqs, &elsewhere).await, BTreeSet::new());
+    assert_eq!(arrived(&sqs, &own_account).await, names(MUST_REACH));
+    assert_eq!(arrived(&sqs, &other_account).await, BTreeSet::new());
 }

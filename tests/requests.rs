@@ -1283,7 +1283,7 @@ fn warnings(logs: &str) -> Vec<&str> {
 async fn forged_unknown_task_is_logged() {
     let missing = describe_missing();
     let register = register_ok();
-    // A running mapped task holds the forged event's address: its target must stay.
+    // A running mapped task now uses the forged event's address, so its target must stay.
     let holder = new_task_holding("10.0.1.5");
     let listed = list_running(&[NEW_TASK]);
     let deregister = deregister_ok();

@@ -29,8 +29,8 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time allowed for one call, retries and backoff included.
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Error codes of ECS and ELBv2 that no retry can cure. Throttling, 5xx answers and
-/// time-outs are transient; so is any code not listed here.
+/// Error codes of ECS and ELBv2 that no retry can cure. Throttling, 5xx responses and
+/// time-outs are transient, and so is any code not listed here.
 const PERMANENT_CODES: &[&str] = &[
     // IAM: the function's role lacks the action.
     "AccessDenied",
@@ -226,7 +226,7 @@ pub async fn load_sdk_config(endpoint_url: Option<&str>, region: Option<&str>) -
 }
 
 /// Returns the retry settings of every client: standard mode (exponential backoff with jitter,
-/// throttling errors, 5xx answers and time-outs retried) and [`MAX_ATTEMPTS`] attempts.
+/// throttling errors, 5xx responses and time-outs retried) and [`MAX_ATTEMPTS`] attempts.
 pub fn retry_config() -> RetryConfig {
     RetryConfig::standard()
         .with_max_attempts(MAX_ATTEMPTS)

@@ -334,7 +334,7 @@ fn print_mapping(config: &Config) {
 }
 
 /// Names the CLI command that does what a payload requests of the function, when the payload is
-/// an action request or a Scheduled Event (which the function answers with a full sweep).
+/// an action request or a Scheduled Event (on which the function runs a full sweep).
 fn cli_command_for(payload: &serde_json::Value) -> Option<String> {
     if let Some(action) = payload.get("action") {
         return Some(match action.as_str() {
